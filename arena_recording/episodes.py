@@ -1,0 +1,58 @@
+"""Episode identity: which episode each env is in, so draws and records are attributed right.
+
+At every reset of envs ``E`` the adapter (1) closes the current episodes of ``E`` (records are
+built from the still-intact state), (2) calls ``advance`` to open the next identities, (3) runs
+the reset and its randomization, whose draws belong to the new episodes. An episode that never
+took a step keeps its identity: the initial reset and a double reset produce no record.
+
+Example::
+
+    identity = EpisodeIdentity(num_envs=4)
+    identity.advance(torch.tensor([1, 2]), started=torch.tensor([True, False]))
+    identity.episode_in_env  # tensor([0, 1, 0, 0])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+class EpisodeIdentity:
+    """Per env, the open episode's index within the env and its run-wide ``episode_id``.
+
+    Everything stays on ``device`` and never syncs: ids are assigned with a cumulative sum.
+    """
+
+    def __init__(self, num_envs: int, device: torch.device | str = "cpu") -> None:
+        self.num_envs = num_envs
+        self.device = torch.device(device)
+        self.episode_in_env = torch.zeros(num_envs, dtype=torch.int64, device=self.device)
+        self.episode_id = torch.arange(num_envs, dtype=torch.int64, device=self.device)
+        self._next_id = torch.tensor(num_envs, dtype=torch.int64, device=self.device)
+
+    def advance(self, env_ids: torch.Tensor, started: torch.Tensor) -> None:
+        """Open the next episode for the ``env_ids`` whose episode ``started``; keep the rest."""
+        started = started.to(torch.int64)
+        self.episode_in_env[env_ids] += started
+        new_ids = self._next_id + started.cumsum(0) - 1
+        self.episode_id[env_ids] = torch.where(started.bool(), new_ids, self.episode_id[env_ids])
+        self._next_id += started.sum()
+
+
+@dataclass
+class EpisodeEnd:
+    """How the current episodes of ``env_ids`` end, as the adapter saw it before the reset.
+
+    ``length`` counts steps taken in the episode (0: the episode never started and gets no
+    record). ``termination`` indexes the adapter's termination names (-1: none fired).
+    ``success`` may be ``None`` when the env has no notion of success.
+    """
+
+    env_ids: torch.Tensor
+    length: torch.Tensor
+    terminated: torch.Tensor
+    truncated: torch.Tensor
+    termination: torch.Tensor
+    success: torch.Tensor | None = None

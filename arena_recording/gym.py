@@ -1,0 +1,175 @@
+"""gymnasium adapter: apply variations to the sub-envs that reset, and record their episodes.
+
+Works with every autoreset mode of gymnasium's ``VectorEnv``: the episode of a sub-env closes
+on the step that reports it terminated or truncated; its next identity opens and its
+episode-scope variations are drawn and set right away, before the step that starts the next
+episode. Lengths count the same steps as gymnasium's ``RecordEpisodeStatistics``. A variation
+sets the sub-env attribute named like its key (or as ``attributes`` maps it).
+
+With no active session the wrapper only applies variations; with neither, it passes through.
+
+Example::
+
+    env = VariationsWrapper(
+        gym.make_vec("CartPole-v1", num_envs=8, vectorization_mode="sync"),
+        build_variations({"gravity": {"sampler": {"type": "uniform", "low": 8.0, "high": 12.0}}}),
+        seed=0,
+        success="truncated",
+    )
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode, VectorEnv, VectorWrapper
+
+from arena_recording.episodes import EpisodeEnd, EpisodeIdentity
+from arena_recording.sampling import Scope
+from arena_recording.session import active_session
+from arena_recording.variations import VariationBase
+
+TERMINATIONS = ("terminated", "truncated")
+
+
+class VariationsWrapper(VectorWrapper):
+    """Draws variations per (env, episode), sets them on the sub-envs, records when a session
+    is active.
+
+    ``success`` is ``"terminated"``, ``"truncated"``, the name of a boolean info key (such as
+    ``"is_success"``), or ``None`` when the env has no notion of success.
+    """
+
+    def __init__(
+        self,
+        env: VectorEnv,
+        variations: Sequence[VariationBase] = (),
+        *,
+        seed: int = 0,
+        attributes: Mapping[str, str] | None = None,
+        success: str | None = None,
+    ) -> None:
+        super().__init__(env)
+        self.seed = seed
+        self.success = success
+        self.variations = [v for v in variations if v.enabled]
+        for variation in self.variations:
+            if variation.scope is Scope.INTERVAL:
+                raise ValueError(
+                    f"variation {variation.key!r}: interval scope is not supported for "
+                    "gymnasium envs (no step hook); use episode or build scope"
+                )
+        self.attributes = {v.key: (attributes or {}).get(v.key, v.key) for v in self.variations}
+        self.autoreset_mode = env.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
+        self.identity = EpisodeIdentity(self.num_envs)
+        self.lengths = np.zeros(self.num_envs, dtype=np.int64)
+        self._resetting = np.zeros(0, dtype=np.int64)  # NEXT_STEP: envs that reset this step
+        self._current = {v.key: [None] * self.num_envs for v in self.variations}
+        self._session = active_session()
+        self.recorder = None
+        if self._session is not None:
+            self.recorder = self._session.bind(
+                self.identity,
+                seed=seed,
+                env=self,
+                termination_names=TERMINATIONS,
+                variations=variations,
+            )
+        self._draw(torch.arange(self.num_envs), Scope.BUILD)
+
+    def reset(
+        self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[Any, dict[str, Any]]:
+        """Reset all sub-envs (or ``options["reset_mask"]``); running episodes end as aborted."""
+        mask = None if options is None else options.get("reset_mask")
+        ids = np.arange(self.num_envs) if mask is None else np.flatnonzero(mask)
+        none = np.zeros(len(ids), dtype=bool)
+        self._end(ids, none, none, None)
+        self._resetting = np.zeros(0, dtype=np.int64)
+        return self.env.reset(seed=seed, options=options)
+
+    def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
+        obs, rewards, terminated, truncated, info = self.env.step(actions)
+        self.lengths += 1
+        if len(self._resetting):
+            self.lengths[self._resetting] = 0  # this step only reset them
+        done = terminated | truncated
+        if done.any():
+            ids = np.flatnonzero(done)
+            success = self._success(ids, terminated, truncated, info)
+            self._end(ids, terminated[ids], truncated[ids], success)
+            if self.autoreset_mode is AutoresetMode.NEXT_STEP:
+                self._resetting = ids
+        elif len(self._resetting):
+            self._resetting = np.zeros(0, dtype=np.int64)
+        return obs, rewards, terminated, truncated, info
+
+    def close(self, **kwargs: Any) -> None:
+        """Running episodes end as aborted records; then the env stops recording."""
+        if self.recorder is not None:
+            running = np.flatnonzero(self.lengths > 0)
+            none = np.zeros(len(running), dtype=bool)
+            self._end(running, none, none, None)
+            self._session.unbind(self.recorder)
+            self.recorder = None
+        super().close(**kwargs)
+
+    def _success(
+        self, ids: np.ndarray, terminated: np.ndarray, truncated: np.ndarray, info: dict[str, Any]
+    ) -> np.ndarray | None:
+        if self.success is None:
+            return None
+        if self.success in TERMINATIONS:
+            return (terminated if self.success == "terminated" else truncated)[ids]
+        if self.autoreset_mode is AutoresetMode.SAME_STEP and "final_info" in info:
+            info = info["final_info"]
+        values = info.get(self.success)
+        if values is None:
+            return np.zeros(len(ids), dtype=bool)
+        present = info.get(f"_{self.success}", np.ones(self.num_envs, dtype=bool))
+        return (np.asarray(values, dtype=bool) & present)[ids]
+
+    def _end(
+        self,
+        ids: np.ndarray,
+        terminated: np.ndarray,
+        truncated: np.ndarray,
+        success: np.ndarray | None,
+    ) -> None:
+        """Close the episodes of ``ids``, open the next ones, draw and set their variations."""
+        env_ids = torch.from_numpy(ids)
+        length = torch.from_numpy(self.lengths[ids])
+        if self.recorder is not None:
+            termination = np.where(terminated, 0, np.where(truncated, 1, -1))
+            self.recorder.close(
+                EpisodeEnd(
+                    env_ids=env_ids,
+                    length=length,
+                    terminated=torch.from_numpy(np.asarray(terminated)),
+                    truncated=torch.from_numpy(np.asarray(truncated)),
+                    termination=torch.from_numpy(termination),
+                    success=None if success is None else torch.from_numpy(np.asarray(success)),
+                )
+            )
+        self.identity.advance(env_ids, started=length > 0)
+        self.lengths[ids] = 0
+        self._draw(env_ids, Scope.EPISODE)
+
+    def _draw(self, env_ids: torch.Tensor, scope: Scope) -> None:
+        episodes = self.identity.episode_in_env[env_ids]
+        for variation in self.variations:
+            if variation.scope is not scope:
+                continue
+            values = variation.sample(
+                env_ids, seed=self.seed, episode_in_env=episodes, dtype=torch.float64
+            ).tolist()
+            labels = getattr(variation.cfg.sampler, "choices", None)
+            if labels is not None and not variation.cfg.sampler.numeric:
+                values = [labels[i] for i in values]
+            current = self._current[variation.key]
+            for env_id, value in zip(env_ids.tolist(), values, strict=True):
+                current[env_id] = value
+            self.env.set_attr(self.attributes[variation.key], list(current))

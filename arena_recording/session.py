@@ -1,0 +1,330 @@
+"""The recording session: the unit that owns terms, the records file, the manifest, listeners.
+
+A session is opt-in. While one is active, every variation built in the process reports its
+draws to it and env adapters bind to it; with none active, adapters do nothing. The Hydra
+callback drives a session per job; a plain script uses a ``with`` block.
+
+Example::
+
+    cfg = RecorderCfg(terms={"core": TermCfg(func=core), "variations": TermCfg(func=variations)})
+    with Session(cfg, output_dir="runs/eval-1"):
+        env = VariationsWrapper(gym.make_vec("CartPole-v1", 8), variations, seed=0)
+        ...  # step the env; records go to runs/eval-1/episodes.jsonl
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, is_dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import Any, Self
+
+from arena_recording.episodes import EpisodeIdentity
+from arena_recording.recorder import EpisodeRecorder
+from arena_recording.records import SCHEMA_VERSION
+from arena_recording.sinks import JsonlSink, write_json_atomic
+from arena_recording.terms import TermCfg, resolve_term
+from arena_recording.variations import VariationBase, observe_variations
+
+log = logging.getLogger(__name__)
+
+_PACKAGES = ("arena-recording", "hydra-core", "omegaconf", "torch", "gymnasium", "isaaclab")
+
+
+@dataclass
+class RecorderCfg:
+    """What a session records and how it writes.
+
+    ``terms`` maps a term name to its config; ``fsync`` forces every batch to disk (at most one
+    fsync per reset batch); ``resume`` appends to an existing recording in the output dir
+    instead of refusing to touch it.
+    """
+
+    terms: dict[str, Any] = field(default_factory=dict)
+    fsync: bool = False
+    resume: bool = False
+
+
+def recorder_cfg(cfg: RecorderCfg | Mapping[str, Any]) -> RecorderCfg:
+    """A ``RecorderCfg`` from itself or a mapping; unknown keys are errors that name them."""
+    if isinstance(cfg, RecorderCfg):
+        return cfg
+    known = set(RecorderCfg.__dataclass_fields__)
+    unknown = sorted(set(cfg) - known)
+    if unknown:
+        raise ValueError(f"recorder: unknown keys {unknown}; expected some of {sorted(known)}")
+    return RecorderCfg(**cfg)
+
+
+def process_rank() -> int | None:
+    """The rank from ``RANK`` or ``LOCAL_RANK`` when set (one records file per process)."""
+    for name in ("RANK", "LOCAL_RANK"):
+        value = os.environ.get(name)
+        if value is not None:
+            try:
+                return int(value)
+            except ValueError:
+                raise ValueError(f"{name}={value!r} is not an integer rank") from None
+    return None
+
+
+_active: Session | None = None
+
+
+def active_session() -> Session | None:
+    """The session recording in this process, if any."""
+    return _active
+
+
+def _versions() -> dict[str, str]:
+    versions = {"python": sys.version.split()[0]}
+    for name in _PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def _jsonable(value: Any) -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        return _jsonable(asdict(value))
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return repr(value)
+
+
+class Session:
+    """Records episodes into ``output_dir``: ``episodes.jsonl`` and ``manifest.json``.
+
+    With ``RANK`` or ``LOCAL_RANK`` set, the files are ``episodes.rank{N}.jsonl`` and
+    ``manifest.rank{N}.json``. Bad config fails here, before any work starts.
+    """
+
+    def __init__(
+        self,
+        cfg: RecorderCfg | Mapping[str, Any],
+        output_dir: str | os.PathLike[str],
+        *,
+        job: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.cfg = recorder_cfg(cfg)
+        self.terms = [
+            resolve_term(name, term)
+            for name, term in self.cfg.terms.items()
+            if (term.enabled if isinstance(term, TermCfg) else term.get("enabled", True))
+        ]
+        self.output_dir = Path(output_dir).absolute()
+        rank = process_rank()
+        self.rank = rank or 0
+        suffix = "" if rank is None else f".rank{rank}"
+        self.records_path = self.output_dir / f"episodes{suffix}.jsonl"
+        self.manifest_path = self.output_dir / f"manifest{suffix}.json"
+        self.job = dict(job or {})
+        self.run_id = uuid.uuid4().hex
+        self.status = "created"
+        self._variations: list[VariationBase] = []
+        self._recorder: EpisodeRecorder | None = None
+        self._counts: Counter[str] = Counter()
+        self._envs: list[dict[str, Any]] = []
+        self._started_at: str | None = None
+        self._finished_at: str | None = None
+        self._error: str | None = None
+        self._start_seq = 0
+        self._check_output()
+
+    def _check_output(self) -> None:
+        existing = [p for p in (self.records_path, self.manifest_path) if p.exists()]
+        if not existing:
+            return
+        if not self.cfg.resume:
+            raise FileExistsError(
+                f"{existing[0]} already exists; a recording is never overwritten. Choose a new "
+                "output dir, or set recorder.resume=true to append to it."
+            )
+        if self.manifest_path.exists():
+            previous = json.loads(self.manifest_path.read_text())
+            self.run_id = previous.get("run_id", self.run_id)
+            self._counts.update(previous.get("counts", {}))
+            self._start_seq = int(previous.get("counts", {}).get("episodes", 0))
+
+    # lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> Self:
+        """Open the records file, write a ``running`` manifest and become the active session."""
+        global _active
+        if _active is not None:
+            raise RuntimeError(f"a recording session into {_active.output_dir} is already active")
+        self._sink = JsonlSink(self.records_path, fsync=self.cfg.fsync, start_seq=self._start_seq)
+        self._started_at = _now()
+        self.status = "running"
+        self._write_manifest()
+        self._unobserve = observe_variations(self.attach)
+        _active = self
+        atexit.register(self._at_exit)
+        self._previous_sigterm = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous_sigterm = signal.signal(signal.SIGTERM, _raise_system_exit)
+        log.info("recording episodes to %s", self.records_path)
+        return self
+
+    def finish(self, status: str = "completed", error: BaseException | str | None = None) -> None:
+        """Unbind the env, close the records file, write the final manifest, deactivate."""
+        global _active
+        if self.status != "running":
+            return
+        if self._recorder is not None:
+            self.unbind(self._recorder)
+        self._sink.close()
+        self.status = status
+        if isinstance(error, BaseException):
+            error = f"{type(error).__name__}: {error}"
+        self._error = error
+        self._finished_at = _now()
+        self._write_manifest()
+        self._unobserve()
+        for variation in self._variations:
+            variation.remove_sample_listener(self._on_draw)
+        _active = None
+        atexit.unregister(self._at_exit)
+        if self._previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, self._previous_sigterm)
+        log.info(
+            "recorded %d episodes (%s) to %s",
+            self._counts["episodes"],
+            status,
+            self.records_path,
+        )
+
+    def _at_exit(self) -> None:
+        self.finish("interrupted", "the process exited before the session finished")
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None:
+            self.finish("completed")
+        elif isinstance(exc, KeyboardInterrupt | SystemExit):
+            self.finish("interrupted", exc)
+        else:
+            self.finish("failed", exc)
+
+    # variations and envs ---------------------------------------------------------------------
+
+    def attach(self, variation: VariationBase) -> None:
+        """Listen to ``variation`` (done automatically for variations built while active)."""
+        if any(v is variation for v in self._variations):
+            return
+        self._variations.append(variation)
+        variation.add_sample_listener(self._on_draw)
+        if self._recorder is not None:
+            self._recorder.track(variation)
+
+    def _on_draw(self, draw: Any) -> None:
+        if self._recorder is not None:
+            self._recorder.on_draw(draw)
+        else:
+            self._counts["draws_without_env"] += 1
+
+    def bind(
+        self,
+        identity: EpisodeIdentity,
+        *,
+        seed: int,
+        env: Any = None,
+        termination_names: Sequence[str] = (),
+        variations: Sequence[VariationBase] = (),
+    ) -> EpisodeRecorder:
+        """Start recording the episodes of one env; one env is bound at a time."""
+        if self.status != "running":
+            raise RuntimeError(f"session is {self.status}, not running")
+        if self._recorder is not None:
+            raise RuntimeError("another env is already recording in this session; close it first")
+        for variation in variations:
+            self.attach(variation)
+        recorder = EpisodeRecorder(
+            identity=identity,
+            terms=self.terms,
+            sink=self._sink,
+            run_id=self.run_id,
+            rank=self.rank,
+            seed=seed,
+            env=env,
+            termination_names=termination_names,
+        )
+        for variation in self._variations:
+            recorder.track(variation)
+        self._recorder = recorder
+        self._envs.append(
+            {"num_envs": identity.num_envs, "device": str(identity.device), "seed": seed}
+        )
+        self._write_manifest()
+        return recorder
+
+    def unbind(self, recorder: EpisodeRecorder) -> None:
+        """Stop recording ``recorder``'s env; its counts join the session's."""
+        if recorder is self._recorder:
+            self._counts.update(recorder.counts)
+            self._recorder = None
+            self._write_manifest()
+
+    # manifest --------------------------------------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        total = Counter(self._counts)
+        if self._recorder is not None:
+            total.update(self._recorder.counts)
+        return dict(total)
+
+    def _write_manifest(self) -> None:
+        manifest = {
+            "schema_version": SCHEMA_VERSION,
+            "run_id": self.run_id,
+            "rank": self.rank,
+            "status": self.status,
+            "error": self._error,
+            "started_at": self._started_at,
+            "finished_at": self._finished_at,
+            "records": self.records_path.name,
+            "job": _jsonable(self.job),
+            "versions": _versions(),
+            "envs": self._envs,
+            "num_envs": self._envs[-1]["num_envs"] if self._envs else None,
+            "seed": self._envs[-1]["seed"] if self._envs else None,
+            "factors": [v.schema() for v in self._variations],
+            "terms": {term.name: term.describe() for term in self.terms},
+            "config": _jsonable(self.cfg),
+            "counts": self.counts(),
+        }
+        write_json_atomic(self.manifest_path, manifest)
+
+
+def _raise_system_exit(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM unwinds like Ctrl-C so the session can mark itself interrupted."""
+    raise SystemExit(128 + signum)
