@@ -12,6 +12,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections.abc import Mapping
@@ -54,11 +55,11 @@ def _encode_objects(values: list[Any], name: str) -> list[str]:
             try:
                 text = json.dumps(_finite(value), allow_nan=False)
             except (TypeError, ValueError) as err:
-                raise EncodeError(f"{name}: value {value!r} cannot be written as JSON ({err})")
-            try:
+                raise EncodeError(
+                    f"{name}: value {value!r} cannot be written as JSON ({err})"
+                ) from None
+            with contextlib.suppress(TypeError):
                 cache[value] = text
-            except TypeError:
-                pass
         out.append(text)
     return out
 

@@ -15,6 +15,7 @@ Example::
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import logging
 import os
@@ -91,10 +92,8 @@ def active_session() -> Session | None:
 def _versions() -> dict[str, str]:
     versions = {"python": sys.version.split()[0]}
     for name in _PACKAGES:
-        try:
+        with contextlib.suppress(metadata.PackageNotFoundError):
             versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
     return versions
 
 
