@@ -23,14 +23,36 @@ class EpisodeIdentity:
     """Per env, the open episode's index within the env and its run-wide ``episode_id``.
 
     Everything stays on ``device`` and never syncs: ids are assigned with a cumulative sum.
+    With ``num_episodes``, each env gets a fixed quota (they differ by at most one), so an
+    evaluation of exactly ``num_episodes`` does not over-weight short episodes: episodes past
+    an env's quota still run but are outside the evaluation and get no record.
     """
 
-    def __init__(self, num_envs: int, device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self, num_envs: int, device: torch.device | str = "cpu", num_episodes: int | None = None
+    ) -> None:
         self.num_envs = num_envs
         self.device = torch.device(device)
         self.episode_in_env = torch.zeros(num_envs, dtype=torch.int64, device=self.device)
         self.episode_id = torch.arange(num_envs, dtype=torch.int64, device=self.device)
         self._next_id = torch.tensor(num_envs, dtype=torch.int64, device=self.device)
+        self.quota: torch.Tensor | None = None
+        if num_episodes is not None:
+            if num_episodes < 1:
+                raise ValueError(f"num_episodes must be >= 1, got {num_episodes}")
+            env = torch.arange(num_envs, device=self.device)
+            self.quota = num_episodes // num_envs + (env < num_episodes % num_envs).long()
+
+    def in_quota(self, env_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Whether the open episodes of ``env_ids`` (default: all) belong to the evaluation."""
+        ids = slice(None) if env_ids is None else env_ids
+        if self.quota is None:
+            return torch.ones_like(self.episode_in_env[ids], dtype=torch.bool)
+        return self.episode_in_env[ids] < self.quota[ids]
+
+    def quota_met(self) -> bool:
+        """True once every env has finished its quota (always False without one)."""
+        return self.quota is not None and bool((self.episode_in_env >= self.quota).all())
 
     def advance(self, env_ids: torch.Tensor, started: torch.Tensor) -> None:
         """Open the next episode for the ``env_ids`` whose episode ``started``; keep the rest."""

@@ -40,7 +40,9 @@ class VariationsWrapper(VectorWrapper):
     is active.
 
     ``success`` is ``"terminated"``, ``"truncated"``, the name of a boolean info key (such as
-    ``"is_success"``), or ``None`` when the env has no notion of success.
+    ``"is_success"``), or ``None`` when the env has no notion of success. ``num_episodes``
+    gives each env a fixed quota (see ``EpisodeIdentity``); ``identity.quota_met()`` says when
+    the evaluation is complete.
     """
 
     def __init__(
@@ -51,6 +53,7 @@ class VariationsWrapper(VectorWrapper):
         seed: int = 0,
         attributes: Mapping[str, str] | None = None,
         success: str | None = None,
+        num_episodes: int | None = None,
     ) -> None:
         super().__init__(env)
         self.seed = seed
@@ -64,7 +67,7 @@ class VariationsWrapper(VectorWrapper):
                 )
         self.attributes = {v.key: (attributes or {}).get(v.key, v.key) for v in self.variations}
         self.autoreset_mode = env.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
-        self.identity = EpisodeIdentity(self.num_envs)
+        self.identity = EpisodeIdentity(self.num_envs, num_episodes=num_episodes)
         self.lengths = np.zeros(self.num_envs, dtype=np.int64)
         self._resetting = np.zeros(0, dtype=np.int64)  # NEXT_STEP: envs that reset this step
         self._current = {v.key: [None] * self.num_envs for v in self.variations}
@@ -89,7 +92,8 @@ class VariationsWrapper(VectorWrapper):
         none = np.zeros(len(ids), dtype=bool)
         self._end(ids, none, none, None)
         self._resetting = np.zeros(0, dtype=np.int64)
-        return self.env.reset(seed=seed, options=options)
+        # a copy: vector envs pop reset_mask, and wrappers above us still need to see it
+        return self.env.reset(seed=seed, options=None if options is None else dict(options))
 
     def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
         obs, rewards, terminated, truncated, info = self.env.step(actions)
@@ -172,4 +176,4 @@ class VariationsWrapper(VectorWrapper):
             current = self._current[variation.key]
             for env_id, value in zip(env_ids.tolist(), values, strict=True):
                 current[env_id] = value
-            self.env.set_attr(self.attributes[variation.key], list(current))
+            self.unwrapped.set_attr(self.attributes[variation.key], list(current))

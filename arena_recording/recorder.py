@@ -160,12 +160,13 @@ class EpisodeRecorder:
         factor.store(draw)
 
     def close(self, end: EpisodeEnd) -> None:
-        """Write a record for every episode in ``end`` that took a step; evict their draws."""
+        """Write a record for every episode in ``end`` that took a step (and is within the
+        quota, if any); evict their draws."""
         env_ids = end.env_ids.to(self.identity.device)
         started = (end.length > 0).to(self.identity.device)
         now = time.time()
-        index = started.nonzero().squeeze(1)
-        self.counts["resets_without_steps"] += int(started.shape[0] - index.shape[0])
+        index = (started & self.identity.in_quota(env_ids)).nonzero().squeeze(1)
+        self.counts["resets_without_steps"] += int((~started).sum())
         if index.shape[0]:
             self._write(end, env_ids, index, now)
         for factor in self._factors.values():

@@ -1,0 +1,305 @@
+"""Recorder, terms, sinks and session, driven the way an env adapter drives them."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import read_records
+
+from arena_recording.episodes import EpisodeEnd, EpisodeIdentity
+from arena_recording.recorder import DrawError
+from arena_recording.records import EncodeError
+from arena_recording.sampling import ChoiceCfg, NormalCfg, UniformCfg
+from arena_recording.session import Session, active_session
+from arena_recording.sinks import JsonlSink
+from arena_recording.terms import EpisodeBatch
+from arena_recording.variations import VariationBase, VariationCfg
+
+SEED = 11
+
+
+class Adapter:
+    """A minimal env adapter: the reset ordering of every real one, without an env."""
+
+    def __init__(self, session, variations, num_envs=4, num_episodes=None):
+        self.identity = EpisodeIdentity(num_envs, num_episodes=num_episodes)
+        self.variations = variations
+        self.recorder = session.bind(self.identity, seed=SEED, termination_names=("goal", "fall"))
+        self.lengths = torch.zeros(num_envs, dtype=torch.long)
+        for v in variations:
+            if v.scope == "build":
+                v.sample(torch.arange(num_envs), seed=SEED)
+
+    def reset(self, env_ids, terminated=None, termination=None):
+        env_ids = torch.as_tensor(env_ids)
+        k = len(env_ids)
+        term = (
+            torch.zeros(k, dtype=torch.bool) if terminated is None else torch.as_tensor(terminated)
+        )
+        self.recorder.close(
+            EpisodeEnd(
+                env_ids=env_ids,
+                length=self.lengths[env_ids].clone(),
+                terminated=term,
+                truncated=~term,
+                termination=torch.full((k,), 0 if termination is None else termination),
+                success=term,
+            )
+        )
+        self.identity.advance(env_ids, started=self.lengths[env_ids] > 0)
+        self.lengths[env_ids] = 0
+        for v in self.variations:
+            if v.scope == "episode":
+                v.sample(env_ids, seed=SEED, episode_in_env=self.identity.episode_in_env[env_ids])
+
+    def step(self, n=1):
+        self.lengths += n
+
+
+def make(key, scope="episode", sampler=None):
+    return VariationBase(
+        VariationCfg(key=key, sampler=sampler or UniformCfg(0.0, 1.0), scope=scope)
+    )
+
+
+def test_reset_ordering_zero_step_episodes_and_attribution(tmp_path, recorder_cfg):
+    with Session(recorder_cfg, tmp_path) as session:
+        mass, size = make("mass"), make("size", scope="build")
+        adapter = Adapter(session, [mass, size])
+        adapter.reset(range(4))  # initial reset: no records
+        first = mass.cfg.sampler.build("mass").sample(
+            torch.arange(4), seed=SEED, episode_in_env=torch.zeros(4, dtype=torch.long)
+        )
+        adapter.reset(range(4))  # a second reset before any step reuses the identities
+        adapter.step(5)
+        adapter.reset([1, 3], terminated=[True, False])
+        adapter.step(2)
+        adapter.reset(range(4))
+    records = read_records(tmp_path / "episodes.jsonl")
+    assert [(r["env_id"], r["episode_in_env"], r["length"]) for r in records] == [
+        (1, 0, 5),
+        (3, 0, 5),
+        (0, 0, 7),
+        (1, 1, 2),
+        (2, 0, 7),
+        (3, 1, 2),
+    ]
+    assert [r["seq"] for r in records] == list(range(6))
+    assert len({r["episode_id"] for r in records}) == 6
+    by_env = {r["env_id"]: r for r in records if r["episode_in_env"] == 0}
+    for env in range(4):  # episode 0 ran with the values drawn for (env, episode 0)
+        assert by_env[env]["variations"]["mass"] == pytest.approx(float(first[env]))
+    sizes = {r["env_id"]: r["variations"]["size"] for r in records}
+    assert all(r["variations"]["size"] == sizes[r["env_id"]] for r in records)
+    assert records[0]["status"] == "terminated" and records[0]["success"] is True
+    assert records[0]["termination"] == "goal" and records[1]["status"] == "truncated"
+    assert records[0]["start_time"].endswith("+00:00")
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["status"] == "completed"
+    assert manifest["counts"]["episodes"] == 6 and manifest["counts"]["resets_without_steps"] == 8
+    assert [f["key"] for f in manifest["factors"]] == ["mass", "size"]
+
+
+def test_second_episode_draw_is_an_error_naming_variation_env_and_episode(tmp_path, recorder_cfg):
+    with Session(recorder_cfg, tmp_path) as session:
+        friction = make("object.friction")
+        adapter = Adapter(session, [friction])
+        adapter.reset(range(4))
+        adapter.step()
+        adapter.reset([2])
+        with pytest.raises(
+            DrawError, match=r"'object.friction' was drawn twice for env 2 in its episode 1"
+        ):
+            friction.sample(torch.tensor([2]), seed=SEED, episode_in_env=torch.tensor([1]))
+
+
+def test_draws_are_evicted_once_written(tmp_path, recorder_cfg):
+    with Session(recorder_cfg, tmp_path) as session:
+        push = make("push", scope="interval")
+        adapter = Adapter(session, [make("mass"), push])
+        adapter.reset(range(4))
+        for step in range(3):
+            adapter.step()
+            ids = torch.tensor([0, 1])
+            push.sample(
+                ids, seed=SEED, episode_in_env=torch.zeros(2, dtype=torch.long), step=step + 1
+            )
+        factor = adapter.recorder._factors
+        assert len(factor["push"].interval) == 3
+        adapter.reset([0, 1, 2, 3])
+        assert len(factor["push"].interval) == 0
+        assert factor["mass"].drawn.all()  # the next episodes' draws, nothing older
+    records = read_records(tmp_path / "episodes.jsonl")
+    pushes = [r["variations"]["push"] for r in records]
+    assert [[p["step"] for p in row] for row in pushes] == [[1, 2, 3], [1, 2, 3], [], []]
+
+
+def test_quota_records_exactly_num_episodes(tmp_path, recorder_cfg):
+    with Session(recorder_cfg, tmp_path) as session:
+        adapter = Adapter(session, [make("mass")], num_envs=4, num_episodes=10)
+        adapter.reset(range(4))
+        rounds = 0
+        while not adapter.identity.quota_met():
+            adapter.step()
+            adapter.reset([rounds % 4, (rounds + 1) % 4])
+            rounds += 1
+    records = read_records(tmp_path / "episodes.jsonl")
+    per_env = np.bincount([r["env_id"] for r in records], minlength=4)
+    assert len(records) == 10 and per_env.tolist() == [3, 3, 2, 2]
+
+
+def final_x(batch: EpisodeBatch, axis: int = 0, scale: float = 1.0) -> dict:
+    return {
+        "final_x": batch.env_ids.double() * scale + axis,
+        "tags": {"odd": batch.env_ids % 2 == 1},
+    }
+
+
+def nan_term(batch: EpisodeBatch) -> torch.Tensor:
+    return torch.full((len(batch),), math.nan)
+
+
+def test_custom_terms_and_non_finite_values(tmp_path, recorder_cfg):
+    recorder_cfg["terms"]["x"] = {"func": "test_recorder:final_x", "params": {"scale": 2.0}}
+    recorder_cfg["terms"]["score"] = {"func": nan_term}
+    with Session(recorder_cfg, tmp_path) as session:
+        adapter = Adapter(
+            session,
+            [
+                make("mass", sampler=NormalCfg(0.0, 1.0)),
+                make("color", sampler=ChoiceCfg(["red", "blue"])),
+            ],
+        )
+        adapter.reset(range(4))
+        adapter.step()
+        adapter.reset(range(4))
+    records = read_records(tmp_path / "episodes.jsonl")
+    assert [r["final_x"] for r in records] == [0.0, 2.0, 4.0, 6.0]
+    assert [r["tags"]["odd"] for r in records] == [False, True, False, True]
+    assert all(r["score"] is None for r in records)  # NaN is written as null
+    assert {r["variations"]["color"] for r in records} <= {"red", "blue"}
+    assert "NaN" not in (tmp_path / "episodes.jsonl").read_text()
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["terms"]["x"] == {"func": "test_recorder:final_x", "params": {"scale": 2.0}}
+
+
+@pytest.mark.parametrize(
+    ("term", "message"),
+    [
+        (
+            {"func": "no_such_pkg.metrics:final_x"},
+            r"recorder term 'bad': cannot import 'no_such_pkg.metrics'",
+        ),
+        (
+            {"func": "test_recorder:missing"},
+            r"recorder term 'bad': 'test_recorder' has no attribute 'missing'",
+        ),
+        (
+            {"func": "test_recorder:final_x", "params": {"axes": 1}},
+            r"recorder term 'bad': params \['axes'\] do not fit",
+        ),
+        (
+            {"func": "test_recorder:final_x", "parms": {}},
+            r"recorder term 'bad': unknown keys \['parms'\]",
+        ),
+    ],
+)
+def test_bad_terms_fail_before_any_work(tmp_path, recorder_cfg, term, message):
+    recorder_cfg["terms"]["bad"] = term
+    with pytest.raises(ValueError, match=message):
+        Session(recorder_cfg, tmp_path)
+    assert not tmp_path.joinpath("manifest.json").exists()
+
+
+def collides(batch):
+    return {"length": batch.length}
+
+
+def not_json(batch):
+    return [object()] * len(batch)
+
+
+def wrong_length(batch):
+    return torch.zeros(len(batch) + 1)
+
+
+@pytest.mark.parametrize(
+    ("func", "error", "message"),
+    [
+        (
+            collides,
+            ValueError,
+            "recorder term 'bad' writes 'length', which term 'core' already writes",
+        ),
+        (
+            not_json,
+            EncodeError,
+            "recorder term 'bad'.bad: value <object object .*> cannot be written as JSON",
+        ),
+        (wrong_length, EncodeError, "recorder term 'bad'.bad: 5 values for 4 episodes"),
+    ],
+)
+def test_term_output_errors_name_the_term(tmp_path, recorder_cfg, func, error, message):
+    recorder_cfg["terms"]["bad"] = {"func": func}
+    session = Session(recorder_cfg, tmp_path).start()
+    adapter = Adapter(session, [])
+    adapter.reset(range(4))
+    adapter.step()
+    with pytest.raises(error, match=message):
+        adapter.reset(range(4))
+    session.finish("failed", "test")
+
+
+def test_session_is_opt_in_and_never_overwrites(tmp_path, recorder_cfg):
+    assert active_session() is None
+    with Session(recorder_cfg, tmp_path):
+        assert active_session() is not None
+    assert active_session() is None
+    with pytest.raises(FileExistsError, match="episodes.jsonl already exists"):
+        Session(recorder_cfg, tmp_path)
+
+
+def test_failure_and_interrupt_mark_the_manifest(tmp_path, recorder_cfg):
+    for status, exc in (("failed", RuntimeError("boom")), ("interrupted", KeyboardInterrupt())):
+        out = tmp_path / status
+        with pytest.raises(type(exc)), Session(recorder_cfg, out) as session:
+            adapter = Adapter(session, [make("mass")])
+            adapter.reset(range(4))
+            adapter.step()
+            adapter.reset([0])
+            raise exc
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert manifest["status"] == status and manifest["counts"]["episodes"] == 1
+        assert len(read_records(out / "episodes.jsonl")) == 1
+    assert (
+        "RuntimeError: boom" in json.loads((tmp_path / "failed/manifest.json").read_text())["error"]
+    )
+
+
+def test_resume_appends_and_continues_seq(tmp_path, recorder_cfg):
+    with Session(recorder_cfg, tmp_path) as session:
+        adapter = Adapter(session, [])
+        adapter.reset(range(4))
+        adapter.step()
+        adapter.reset(range(4))
+    run_id = json.loads((tmp_path / "manifest.json").read_text())["run_id"]
+    with Session({**recorder_cfg, "resume": True}, tmp_path) as session:
+        adapter = Adapter(session, [])
+        adapter.reset(range(4))
+        adapter.step()
+        adapter.reset(range(2))
+    records = read_records(tmp_path / "episodes.jsonl")
+    assert [r["seq"] for r in records] == list(range(6))
+    assert {r["run_id"] for r in records} == {run_id}
+
+
+def test_torn_last_line_is_cut_on_reopen(tmp_path):
+    path = tmp_path / "episodes.jsonl"
+    path.write_text('{"seq": 0}\n{"seq": 1}\n{"se')
+    with JsonlSink(path) as sink:
+        sink.write(['{"seq": 2}'])
+    assert [json.loads(line)["seq"] for line in path.read_text().splitlines()] == [0, 1, 2]
