@@ -130,10 +130,14 @@ class EpisodeRecorder:
         self.rank = rank
         self.seed = seed
         self.env = env
-        self.termination_names = np.array([*termination_names, None], dtype=object)
+        self.set_termination_names(termination_names)
         self.counts: Counter[str] = Counter()
         self._factors: dict[str, _Factor] = {}
         self._start_time = np.full(identity.num_envs, time.time())
+
+    def set_termination_names(self, names: Sequence[str]) -> None:
+        """Names that ``EpisodeEnd.termination`` indexes (adapters may learn them late)."""
+        self.termination_names = np.array([*names, None], dtype=object)
 
     def track(self, variation: VariationBase) -> None:
         """Record ``variation``'s draws from now on (enabled variations only)."""
