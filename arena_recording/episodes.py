@@ -38,10 +38,14 @@ class EpisodeIdentity:
         self._next_id = torch.tensor(num_envs, dtype=torch.int64, device=self.device)
         self.quota: torch.Tensor | None = None
         if num_episodes is not None:
-            if num_episodes < 1:
-                raise ValueError(f"num_episodes must be >= 1, got {num_episodes}")
-            env = torch.arange(num_envs, device=self.device)
-            self.quota = num_episodes // num_envs + (env < num_episodes % num_envs).long()
+            self.set_quota(num_episodes)
+
+    def set_quota(self, num_episodes: int) -> None:
+        """Split ``num_episodes`` over the envs: the first ``num_episodes % num_envs`` get one more."""
+        if num_episodes < 1:
+            raise ValueError(f"num_episodes must be >= 1, got {num_episodes}")
+        env = torch.arange(self.num_envs, device=self.device)
+        self.quota = num_episodes // self.num_envs + (env < num_episodes % self.num_envs).long()
 
     def in_quota(self, env_ids: torch.Tensor | None = None) -> torch.Tensor:
         """Whether the open episodes of ``env_ids`` (default: all) belong to the evaluation."""

@@ -14,7 +14,6 @@ Run it with recording on (records land in Hydra's output dir)::
 from __future__ import annotations
 
 import logging
-import sys
 from typing import Any
 
 import gymnasium as gym
@@ -23,8 +22,8 @@ import numpy as np
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from arena_recording.demo.console import progress, summary
 from arena_recording.gym import VariationsWrapper
-from arena_recording.session import active_session
 from arena_recording.variations import build_variations
 
 log = logging.getLogger(__name__)
@@ -56,8 +55,8 @@ def policy(obs: np.ndarray, gains: DictConfig) -> np.ndarray:
     return (score > 0).astype(np.int64)
 
 
-def evaluate(cfg: DictConfig) -> float:
-    """Run ``eval.num_episodes`` episodes (a fixed quota per env); return the success rate."""
+def evaluate(cfg: DictConfig) -> tuple[int, int]:
+    """Run ``eval.num_episodes`` episodes (a fixed quota per env)."""
     variations = build_variations(OmegaConf.to_container(cfg.variations, resolve=True))
     vector_env = gym.make_vec("CartPole-v1", num_envs=cfg.num_envs, vectorization_mode="sync")
     env = VariationsWrapper(
@@ -77,30 +76,14 @@ def evaluate(cfg: DictConfig) -> float:
         if ended.any():
             finished += int(ended.sum())
             successes += int((truncated & ended).sum())
-            _progress(finished, int(quota.sum()), successes)
+            progress(finished, int(quota.sum()), successes)
     env.close()
-    return successes / finished
-
-
-def _progress(done: int, total: int, successes: int) -> None:
-    width = 30
-    filled = width * done // total
-    bar = "#" * filled + "-" * (width - filled)
-    end = "\n" if done == total else ""
-    print(f"\r[{bar}] {done}/{total} episodes, {successes} successes", end=end, file=sys.stderr)
+    return successes, finished
 
 
 @hydra.main(version_base=None, config_name="cartpole_eval")
 def main(cfg: DictConfig) -> float:
-    rate = evaluate(cfg)
-    print(f"success rate {rate:.3f} over {cfg.eval.num_episodes} episodes")
-    session = active_session()
-    if session is not None:
-        print(f"records: {session.records_path}")
-        print(f"manifest: {session.manifest_path}")
-    else:
-        print("recording is off; add '+recorder=[core,variations]' to record every episode")
-    return rate
+    return summary(*evaluate(cfg))
 
 
 if __name__ == "__main__":
