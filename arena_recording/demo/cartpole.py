@@ -67,16 +67,15 @@ def evaluate(cfg: DictConfig) -> tuple[int, int]:
         num_episodes=cfg.eval.num_episodes,
     )
     obs, _ = env.reset(seed=cfg.seed)
-    quota = env.identity.quota
     finished = successes = 0
     while not env.identity.quota_met():
         counted = env.identity.in_quota().numpy()
         obs, _, terminated, truncated, _ = env.step(policy(obs, cfg.policy))
         ended = (terminated | truncated) & counted
         if ended.any():
-            finished += int(ended.sum())
+            before, finished = finished, finished + int(ended.sum())
             successes += int((truncated & ended).sum())
-            progress(finished, int(quota.sum()), successes)
+            progress(finished, cfg.eval.num_episodes, successes, before)
     env.close()
     return successes, finished
 

@@ -7,13 +7,20 @@ import sys
 from arena_recording.session import active_session
 
 
-def progress(done: int, total: int, successes: int) -> None:
-    """A one-line progress bar on stderr, e.g. ``[######----] 32/64 episodes, 20 successes``."""
+def progress(done: int, total: int, successes: int, before: int) -> None:
+    """A progress bar on stderr, e.g. ``[######----] 32/64 episodes, 20 successes``: redrawn in
+    place on a terminal, a new line at every tenth of the way in a log file."""
+    tty = sys.stderr.isatty()
+    if not tty and done * 10 // total == before * 10 // total:
+        return
     width = 30
     filled = width * min(done, total) // total
-    end = "\n" if done >= total else ""
     bar = "#" * filled + "-" * (width - filled)
-    print(f"\r[{bar}] {done}/{total} episodes, {successes} successes", end=end, file=sys.stderr)
+    text = f"[{bar}] {done}/{total} episodes, {successes} successes"
+    if tty:
+        print(f"\r{text}", end="\n" if done >= total else "", file=sys.stderr, flush=True)
+    else:
+        print(text, file=sys.stderr, flush=True)
 
 
 def summary(successes: int, episodes: int) -> float:

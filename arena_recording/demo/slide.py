@@ -80,9 +80,9 @@ def evaluate(cfg: DictConfig) -> tuple[int, int]:
             env.step(actions)
             ended = env.termination_manager.dones & counted
             if ended.any():
-                finished += int(ended.sum())
+                before, finished = finished, finished + int(ended.sum())
                 successes += int((success("success") & ended).sum())
-                progress(finished, cfg.eval.num_episodes, successes)
+                progress(finished, cfg.eval.num_episodes, successes, before)
         env.close()
     return successes, finished
 
