@@ -42,7 +42,8 @@ class VariationsWrapper(VectorWrapper):
     ``success`` is ``"terminated"``, ``"truncated"``, the name of a boolean info key (such as
     ``"is_success"``), or ``None`` when the env has no notion of success. ``num_episodes``
     gives each env a fixed quota (see ``EpisodeIdentity``); ``identity.quota_met()`` says when
-    the evaluation is complete.
+    the evaluation is complete. With no session, no variations and no quota, steps and resets
+    pass straight through (``identity`` and ``lengths`` then stay as built).
     """
 
     def __init__(
@@ -81,21 +82,26 @@ class VariationsWrapper(VectorWrapper):
                 termination_names=TERMINATIONS,
                 variations=variations,
             )
+        # Nothing to draw, record or count: steps and resets go straight through.
+        self._passthrough = self.recorder is None and not self.variations and num_episodes is None
         self._draw(torch.arange(self.num_envs), Scope.BUILD)
 
     def reset(
         self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
     ) -> tuple[Any, dict[str, Any]]:
         """Reset all sub-envs (or ``options["reset_mask"]``); running episodes end as aborted."""
-        mask = None if options is None else options.get("reset_mask")
-        ids = np.arange(self.num_envs) if mask is None else np.flatnonzero(mask)
-        none = np.zeros(len(ids), dtype=bool)
-        self._end(ids, none, none, None)
-        self._resetting = np.zeros(0, dtype=np.int64)
+        if not self._passthrough:
+            mask = None if options is None else options.get("reset_mask")
+            ids = np.arange(self.num_envs) if mask is None else np.flatnonzero(mask)
+            none = np.zeros(len(ids), dtype=bool)
+            self._end(ids, none, none, None)
+            self._resetting = np.zeros(0, dtype=np.int64)
         # a copy: vector envs pop reset_mask, and wrappers above us still need to see it
         return self.env.reset(seed=seed, options=None if options is None else dict(options))
 
     def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
+        if self._passthrough:
+            return self.env.step(actions)
         obs, rewards, terminated, truncated, info = self.env.step(actions)
         self.lengths += 1
         if len(self._resetting):

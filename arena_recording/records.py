@@ -119,22 +119,30 @@ def _encode(value: Any, n: int, name: str) -> list[str]:
     return _encode_objects([value], name) * n
 
 
+def _add_columns(
+    mapping: Mapping[str, Any],
+    prefix: str,
+    n: int,
+    template_parts: list[str],
+    encoded: list[list[str]],
+) -> None:
+    # A module-level function, not a recursive closure: a closure that refers to itself is a
+    # reference cycle, which would keep every batch's encoded columns alive until a full GC.
+    for i, (key, value) in enumerate(mapping.items()):
+        head = ("" if i == 0 else ", ") + json.dumps(key).replace("%", "%%") + ": "
+        if isinstance(value, Mapping):
+            template_parts.append(head + "{")
+            _add_columns(value, f"{prefix}{key}.", n, template_parts, encoded)
+            template_parts.append("}")
+        else:
+            template_parts.append(head + "%s")
+            encoded.append(encode_column(value, n, f"{prefix}{key}"))
+
+
 def encode_lines(columns: Mapping[str, Any], n: int) -> list[str]:
     """One JSON object per row; nested mappings become nested objects."""
     template_parts: list[str] = []
     encoded: list[list[str]] = []
-
-    def add(mapping: Mapping[str, Any], prefix: str) -> None:
-        for i, (key, value) in enumerate(mapping.items()):
-            head = ("" if i == 0 else ", ") + json.dumps(key).replace("%", "%%") + ": "
-            if isinstance(value, Mapping):
-                template_parts.append(head + "{")
-                add(value, f"{prefix}{key}.")
-                template_parts.append("}")
-            else:
-                template_parts.append(head + "%s")
-                encoded.append(encode_column(value, n, f"{prefix}{key}"))
-
-    add(columns, "")
+    _add_columns(columns, "", n, template_parts, encoded)
     template = "{" + "".join(template_parts) + "}"
     return [template % row for row in zip(*encoded, strict=True)] if encoded else [template] * n
