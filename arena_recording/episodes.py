@@ -61,9 +61,10 @@ class EpisodeIdentity:
     def advance(self, env_ids: torch.Tensor, started: torch.Tensor) -> None:
         """Open the next episode for the ``env_ids`` whose episode ``started``; keep the rest."""
         started = started.to(torch.int64)
-        self.episode_in_env[env_ids] += started
+        self.episode_in_env.index_add_(0, env_ids, started)
         new_ids = self._next_id + started.cumsum(0) - 1
-        self.episode_id[env_ids] = torch.where(started.bool(), new_ids, self.episode_id[env_ids])
+        old_ids = self.episode_id.index_select(0, env_ids)
+        self.episode_id.index_copy_(0, env_ids, torch.where(started.bool(), new_ids, old_ids))
         self._next_id += started.sum()
 
 

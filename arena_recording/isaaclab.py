@@ -75,9 +75,9 @@ class EnvEpisodes:
     def advance(self, env_ids: torch.Tensor) -> None:
         """Open the next episodes of ``env_ids`` unless this reset already did."""
         step = int(self.env.common_step_counter)
-        fresh = self._advanced_at[env_ids] != step
+        fresh = self._advanced_at.index_select(0, env_ids) != step
         self.identity.advance(env_ids, started=(self.lengths(env_ids) > 0) & fresh)
-        self._advanced_at[env_ids] = step
+        self._advanced_at.index_fill_(0, env_ids, step)
 
 
 def env_episodes(env: ManagerBasedEnv) -> EnvEpisodes:

@@ -66,19 +66,26 @@ class _Factor:
                 tuple(t.detach().cpu().numpy() for t in (draw.env_ids, steps, draw.values))
             )
             return
-        env_ids = slice(None) if draw.env_ids is None else draw.env_ids.to(self.drawn.device)
+        device = self.drawn.device
         if self.values is None:
             shape = (self.drawn.shape[0], *self.variation.sampler.shape)
-            self.values = torch.zeros(shape, dtype=draw.values.dtype, device=self.drawn.device)
-        self.values[env_ids] = draw.values.to(self.drawn.device)
-        self.drawn[env_ids] = True
+            self.values = torch.zeros(shape, dtype=draw.values.dtype, device=device)
+        if draw.env_ids is None:  # one build-time value for every env
+            self.values[:] = draw.values.to(device)
+            self.drawn[:] = True
+            return
+        # index_copy_ / index_fill_ rather than x[ids] = v: the latter may wait on busy threads
+        env_ids = draw.env_ids.to(device)
+        self.values.index_copy_(0, env_ids, draw.values.to(device, self.values.dtype))
+        self.drawn.index_fill_(0, env_ids, True)
 
     def column(self, env_ids: torch.Tensor) -> Any:
         if self.variation.scope is Scope.INTERVAL:
             return self._interval_column(env_ids.cpu().numpy())
         if self.values is None:
             return None
-        values, drawn = self.values[env_ids].cpu().numpy(), self.drawn[env_ids].cpu().numpy()
+        values = self.values.index_select(0, env_ids).cpu().numpy()
+        drawn = self.drawn.index_select(0, env_ids).cpu().numpy()
         if self.labels is not None:
             values = self.labels[values]
         if drawn.all():
@@ -97,7 +104,7 @@ class _Factor:
     def evict(self, env_ids: torch.Tensor) -> None:
         """Forget the episode draws of ``env_ids``; build-scope values stay for the next ones."""
         if self.variation.scope is Scope.EPISODE:
-            self.drawn[env_ids] = False
+            self.drawn.index_fill_(0, env_ids, False)
         elif self.interval:
             closed = env_ids.cpu().numpy()
             kept = []
@@ -153,7 +160,7 @@ class EpisodeRecorder:
             return
         if draw.scope is Scope.EPISODE and draw.env_ids is not None:
             env_ids = draw.env_ids.to(self.identity.device)
-            again = factor.drawn[env_ids]
+            again = factor.drawn.index_select(0, env_ids)
             if bool(again.any()):
                 env = int(env_ids[again.nonzero()[0, 0]])
                 episode = int(self.identity.episode_in_env[env])
@@ -185,8 +192,8 @@ class EpisodeRecorder:
         termination = end.termination.to(self.identity.device)[index].cpu().numpy()
         batch = EpisodeBatch(
             env_ids=ids,
-            episode_id=self.identity.episode_id[ids],
-            episode_in_env=self.identity.episode_in_env[ids],
+            episode_id=self.identity.episode_id.index_select(0, ids),
+            episode_in_env=self.identity.episode_in_env.index_select(0, ids),
             length=end.length.to(self.identity.device)[index],
             terminated=end.terminated.to(self.identity.device)[index],
             truncated=end.truncated.to(self.identity.device)[index],
