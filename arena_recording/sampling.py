@@ -61,14 +61,23 @@ def stable_hash(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=4).digest(), "little")
 
 
-def _mix32(x: torch.Tensor) -> torch.Tensor:
-    """Avalanche 32-bit integers held in int64 (lowbias32); products wrap, low bits are exact."""
-    x = x & _MASK32
-    x = x ^ (x >> 16)
+def _mix32(x: int) -> int:
+    """Avalanche a 32-bit integer (lowbias32)."""
+    x &= _MASK32
+    x ^= x >> 16
     x = (x * 0x7FEB352D) & _MASK32
-    x = x ^ (x >> 15)
+    x ^= x >> 15
     x = (x * 0x846CA68B) & _MASK32
     return x ^ (x >> 16)
+
+
+def _mix32_(x: torch.Tensor) -> torch.Tensor:
+    """``_mix32`` in place on 32-bit values held in int64 (products wrap, low bits are exact)."""
+    x.bitwise_xor_(x >> 16)
+    x.mul_(0x7FEB352D).bitwise_and_(_MASK32)
+    x.bitwise_xor_(x >> 15)
+    x.mul_(0x846CA68B).bitwise_and_(_MASK32)
+    return x.bitwise_xor_(x >> 16)
 
 
 def counter_uniforms(
@@ -87,16 +96,13 @@ def counter_uniforms(
     n = env_ids.shape[0]
     device = env_ids.device
     numel = math.prod(shape)
-    component = torch.arange(numel, device=device, dtype=torch.int64).expand(n, numel)
-    base = _mix32(torch.full((), (seed & _MASK32) ^ key_hash, dtype=torch.int64, device=device))
-    base = _mix32(base ^ ((seed >> 32) & _MASK32) ^ 0x5BD1E995)
-    h = _mix32(base ^ env_ids.to(torch.int64).unsqueeze(1))
-    h = _mix32(
-        h ^ (torch.as_tensor(episode_in_env, device=device).to(torch.int64) & _MASK32).view(-1, 1)
-    )
-    h = _mix32(h ^ torch.as_tensor(draw_index, device=device).to(torch.int64).view(-1, 1))
-    hi = _mix32(h ^ component)
-    lo = _mix32(hi ^ 0x68E31DA4)
+    base = _mix32(_mix32((seed & _MASK32) ^ key_hash) ^ ((seed >> 32) & _MASK32) ^ 0x5BD1E995)
+    h = _mix32_(env_ids.to(torch.int64).bitwise_xor(base))
+    h = _mix32_(h.bitwise_xor_(torch.as_tensor(episode_in_env, device=device) & _MASK32))
+    h = _mix32_(h.bitwise_xor_(torch.as_tensor(draw_index, device=device)))
+    component = torch.arange(numel, device=device, dtype=torch.int64)
+    hi = _mix32_(h.unsqueeze(1).bitwise_xor(component))
+    lo = _mix32_(hi.bitwise_xor(0x68E31DA4))
     # 53 random bits -> centred on the grid so that 0 and 1 are never produced.
     bits = ((hi >> 5) << 26) | (lo >> 6)
     u = (bits.to(torch.float64) + 0.5) * (1.0 / 2**53)
