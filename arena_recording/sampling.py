@@ -98,8 +98,9 @@ def counter_uniforms(
     numel = math.prod(shape)
     base = _mix32(_mix32((seed & _MASK32) ^ key_hash) ^ ((seed >> 32) & _MASK32) ^ 0x5BD1E995)
     h = _mix32_(env_ids.to(torch.int64).bitwise_xor(base))
-    h = _mix32_(h.bitwise_xor_(torch.as_tensor(episode_in_env, device=device) & _MASK32))
-    h = _mix32_(h.bitwise_xor_(torch.as_tensor(draw_index, device=device)))
+    episodes = torch.as_tensor(episode_in_env, device=device).to(torch.int64) & _MASK32
+    h = _mix32_(h.bitwise_xor_(episodes))
+    h = _mix32_(h.bitwise_xor_(torch.as_tensor(draw_index, device=device).to(torch.int64)))
     component = torch.arange(numel, device=device, dtype=torch.int64)
     hi = _mix32_(h.unsqueeze(1).bitwise_xor(component))
     lo = _mix32_(hi.bitwise_xor(0x68E31DA4))
