@@ -1,0 +1,271 @@
+"""Hydra adapter: a callback that records every job whose config has a ``recorder`` node.
+
+Installing the package is enough: the search-path plugin makes the ``recorder`` config group
+visible and registers ``RecorderCallback`` for every app, so recording is switched on from the
+command line::
+
+    python eval.py +recorder=core
+    python eval.py '+recorder=[core,variations]' recorder.fsync=true
+    python eval.py '+recorder=[core,variations]' \\
+        '+recorder.terms.final_x={func: my_pkg.metrics:final_x, params: {axis: 0}}'
+    python eval.py -m seed=0,1,2 +recorder=core       # one recording per job dir
+    python eval.py -m +recorder=core,variations       # sweeping the group records too
+
+The task builds its variations from config inside the job, after the callback started the
+session, so every draw is heard::
+
+    @hydra.main(config_path="conf", config_name="eval", version_base="1.3")
+    def main(cfg):
+        variations = variations_from_config(cfg.variations)
+        env = VariationsWrapper(gym.make_vec("CartPole-v1", 8), variations, seed=cfg.seed)
+        ...
+
+Per job, ``on_job_start`` checks the config and starts a ``Session`` writing ``episodes.jsonl``
+and ``manifest.json`` into ``hydra.runtime.output_dir``; ``on_job_end`` finishes it as
+completed or failed. Ctrl-C and SIGTERM skip ``on_job_end``; the session then finishes its
+manifest as interrupted on exit. ``on_multirun_end`` writes the sweep table
+(``arena_recording.sweeps``; ``arena-recording merge SWEEP_DIR`` does the same by hand).
+
+Hydra turns exceptions raised in callbacks into warnings and runs the task anyway. A job that
+asks for a recording it cannot make must not run silently unrecorded, so configuration errors
+(an unknown term function, params that do not fit it, an invalid sampler under a ``variations``
+key, an existing recording in the output dir) raise ``RecorderStartError``, a ``SystemExit``
+that names the config key and stops the process.
+
+Only a ``recorder`` node of type ``RecorderConf`` (what ``recorder/*.yaml`` produce) switches
+recording on; an app's unrelated ``recorder`` key is left alone. An app whose primary config is
+a dataclass declares the field, and ``+recorder=core`` fills it (``arena_recording.configs``)::
+
+    @dataclass
+    class EvalConf:
+        seed: int = 0
+        recorder: RecorderConf | None = None
+
+Variations are validated at job start wherever they sit under a key named ``variations``
+(``variations.gravity``, ``env.variations.mass``): a mapping of key to spec, or a list of specs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from arena_recording.configs import RecorderConf, TermConf
+
+if TYPE_CHECKING:
+    from arena_recording.session import Session
+    from arena_recording.variations import VariationBase
+
+log = logging.getLogger(__name__)
+
+REQUIRE_CALLBACK_RESOLVER = "arena_recording.require_callback"
+_live_callbacks = 0  # RecorderCallback objects in this process, built here or unpickled
+
+
+class RecorderStartError(SystemExit):
+    """Recording was asked for and cannot start; stops the process (Hydra swallows exceptions
+    from callbacks, and a job must never run unrecorded when recording was requested)."""
+
+
+def recorder_node(config: DictConfig) -> DictConfig | None:
+    """The job's ``recorder`` node when it switches recording on, else ``None``."""
+    node = OmegaConf.select(config, "recorder", default=None)
+    if not isinstance(node, DictConfig):
+        return None
+    if OmegaConf.get_type(node) is RecorderConf:
+        return node
+    if isinstance(node.get("terms"), DictConfig):
+        log.warning(
+            "the `recorder` node is not an arena-recording RecorderConf, so nothing is recorded; "
+            "select it with +recorder=core, or extend /arena_recording/schema/recorder"
+        )
+    return None
+
+
+def _checked_terms(recorder: dict[str, Any]) -> None:
+    """Check every term against ``TermConf`` and resolve the enabled ones, so that an error
+    names its config key; the terms are replaced by their checked form."""
+    from arena_recording.terms import resolve_term
+
+    terms = recorder.get("terms") or {}
+    for name, term in terms.items():
+        where = f"config key recorder.terms.{name}"
+        try:
+            checked = OmegaConf.merge(OmegaConf.structured(TermConf), term)
+            term = OmegaConf.to_container(checked, resolve=True, throw_on_missing=True)
+        except Exception as err:
+            raise ValueError(f"{where}: {err}") from None
+        terms[name] = term
+        if term["enabled"]:
+            try:
+                resolve_term(name, term)
+            except ValueError as err:
+                raise ValueError(f"{where}: {err}") from None
+
+
+def _variation_keys(node: Any, path: str) -> Iterator[tuple[str, str]]:
+    """(config key, variation key) of every variation under a ``variations`` key of ``node``,
+    a plain container: walking it never resolves or trips over the rest of the config."""
+    children = node.items() if isinstance(node, dict) else enumerate(node)
+    for key, child in children:
+        where = f"{path}.{key}" if path else str(key)
+        if isinstance(node, list):
+            where = f"{path}[{key}]"
+        if key == "variations" and isinstance(child, dict):
+            yield from ((f"{where}.{name}", str(name)) for name in child)
+        elif key == "variations" and isinstance(child, list):
+            yield from ((f"{where}[{i}]", "") for i in range(len(child)))
+        elif isinstance(child, dict | list):
+            yield from _variation_keys(child, where)
+
+
+def _variation_fields(spec: Any, name: str) -> dict[str, Any]:
+    fields = OmegaConf.to_container(spec, resolve=True) if OmegaConf.is_config(spec) else spec
+    if not isinstance(fields, Mapping):
+        raise ValueError(f"a variation must be a mapping with a sampler, got {fields!r}")
+    fields = dict(fields)
+    if not fields.get("key"):
+        fields["key"] = name
+    return fields
+
+
+def check_variations(config: DictConfig) -> None:
+    """Validate the sampler and scope of every variation under a ``variations`` key."""
+    from arena_recording.variations import VariationCfg
+
+    plain = OmegaConf.to_container(config, resolve=False)
+    for top in ("hydra", "recorder"):
+        plain.pop(top, None)
+    for where, name in _variation_keys(plain, ""):
+        try:
+            spec = OmegaConf.select(config, where)
+            if not isinstance(spec, DictConfig) or "sampler" not in spec:
+                continue  # not a variation spec: some other use of the name
+            fields = _variation_fields(spec, name)
+            known = {k: fields[k] for k in ("key", "sampler", "scope", "enabled") if k in fields}
+            VariationCfg(**known)
+        except Exception as err:
+            raise ValueError(f"config key {where}: {err}") from None
+
+
+def variations_from_config(node: Any) -> list[VariationBase]:
+    """Live variations from a ``variations`` config node (a mapping of key to spec, or a list).
+
+    Build them inside the task: while a session is active they subscribe to it.
+    """
+    from arena_recording.variations import build_variations
+
+    if node is None:
+        return []
+    specs = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+    if isinstance(specs, Mapping):
+        return build_variations({str(k): _variation_fields(v, str(k)) for k, v in specs.items()})
+    return build_variations([_variation_fields(v, "") for v in specs])
+
+
+def job_info(config: DictConfig) -> dict[str, Any]:
+    """What the manifest keeps of the Hydra job: overrides, number, sweep dir, choices."""
+    hydra = config.hydra
+    multirun = OmegaConf.select(hydra, "mode", default=None) == RunMode.MULTIRUN
+    return {
+        "name": OmegaConf.select(hydra, "job.name", default=None),
+        "num": OmegaConf.select(hydra, "job.num", default=None) if multirun else None,
+        "id": OmegaConf.select(hydra, "job.id", default=None),
+        "overrides": list(OmegaConf.to_container(hydra.overrides.task)),
+        "sweep_dir": str(Path(str(hydra.sweep.dir)).absolute()) if multirun else None,
+        "output_dir": str(hydra.runtime.output_dir),
+        "config_name": OmegaConf.select(hydra, "job.config_name", default=None),
+        "choices": OmegaConf.to_container(hydra.runtime.choices),
+    }
+
+
+def start_session(config: DictConfig) -> Session | None:
+    """Check the job config and start its session; ``None`` when it does not record."""
+    node = recorder_node(config)
+    if node is None:
+        return None
+    from arena_recording.session import Session
+
+    recorder = OmegaConf.to_container(node, resolve=True, throw_on_missing=True)
+    _checked_terms(recorder)
+    check_variations(config)
+    session = Session(recorder, config.hydra.runtime.output_dir, job=job_info(config))
+    return session.start()
+
+
+class RecorderCallback(Callback):
+    """Starts a recording session per job and finishes it with the job's status."""
+
+    def __init__(self) -> None:
+        self._session: Session | None = None
+        _count_live()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_session": None}  # sessions hold open files
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        _count_live()
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            self._session = start_session(config)
+        except Exception as err:
+            output_dir = OmegaConf.select(config, "hydra.runtime.output_dir", default="?")
+            raise RecorderStartError(
+                f"arena-recording: cannot record the job in {output_dir}: "
+                f"{type(err).__name__}: {err}"
+            ) from err
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        session, self._session = self._session, None
+        if session is None:
+            return
+        if job_return.status == JobStatus.FAILED:
+            # ``return_value`` re-raises the task's exception; the stored one is the error.
+            session.finish("failed", job_return._return_value)
+        else:
+            session.finish("completed")
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from arena_recording.sweeps import merge_sweep
+
+        sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
+        if sweep_dir.is_dir():
+            merge_sweep(sweep_dir)
+
+
+def _count_live() -> None:
+    global _live_callbacks
+    _live_callbacks += 1
+
+
+def _require_callback(*, _root_: DictConfig) -> str:
+    """``${arena_recording.require_callback:}`` in ``hydra.job.env_set``: Hydra resolves it in
+    the job's process just before ``on_job_start``. No callback there means that nothing would
+    be recorded, which happens when the recorder group is swept and the environment default
+    that registers the callback (``hydra/env=default``) was replaced: fail instead."""
+    in_job = OmegaConf.select(_root_, "hydra.runtime.output_dir", default=None) is not None
+    if in_job and _live_callbacks == 0:
+        raise RuntimeError(
+            "arena-recording: this job has a recorder config but no recorder callback runs in "
+            "it, so nothing would be recorded. Hydra builds callbacks from the master config, "
+            "which leaves out swept config groups (-m +recorder=a,b), and the environment "
+            "default that registers the callback (hydra/env=default) is not in use. Add "
+            "'++hydra.callbacks.arena_recording._target_=arena_recording.hydra.RecorderCallback'"
+            " to the command line."
+        )
+    return "1"
+
+
+def register_resolvers() -> None:
+    """Register the OmegaConf resolvers the YAML options use (idempotent)."""
+    if not OmegaConf.has_resolver(REQUIRE_CALLBACK_RESOLVER):
+        OmegaConf.register_new_resolver(REQUIRE_CALLBACK_RESOLVER, _require_callback)

@@ -1,0 +1,5 @@
+"""The YAML config groups of arena-recording (installed as ``arena_recording.conf``).
+
+The search-path plugin adds ``pkg://arena_recording.conf`` to every Hydra app, so
+``+recorder=core`` and ``'+recorder=[core,variations]'`` work without code changes.
+"""

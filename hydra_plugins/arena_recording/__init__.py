@@ -1,0 +1,1 @@
+"""Hydra plugin package of arena-recording (``hydra_plugins`` itself is a namespace package)."""
