@@ -1,0 +1,258 @@
+"""Sweep tables: every episode recorded by the jobs of a Hydra sweep, in one table.
+
+Each job of a multirun records into its own job dir. ``merge_sweep`` reads every job's
+manifest and records and writes, into the sweep dir:
+
+- ``sweep_episodes.csv`` and ``sweep_episodes.jsonl``: a row per episode of every job, with the
+  job's number, dir and status and its overrides as ``override.<key>`` columns, then the record
+  flattened to dotted columns (``variations.gravity``);
+- ``sweep_jobs.csv``: a row per job (status, error, episode count), including jobs that failed
+  before their recording started.
+
+The recorder callback runs it when a multirun ends, but Hydra skips that when a job failed, so
+it is also a command::
+
+    arena-recording merge multirun/2026-01-01/12-00-00
+
+or, from Python::
+
+    table = merge_sweep("multirun/2026-01-01/12-00-00")
+    print(table.episodes, table.paths)
+
+A torn last line (a job killed mid-write) is skipped and counted, never parsed.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+EPISODES_CSV = "sweep_episodes.csv"
+EPISODES_JSONL = "sweep_episodes.jsonl"
+JOBS_CSV = "sweep_jobs.csv"
+JOB_COLUMNS = ("job_num", "job_dir", "job_status")
+
+
+@dataclass
+class JobRecording:
+    """One job dir of a sweep: its manifests (one per rank) and Hydra overrides."""
+
+    dir: Path
+    manifests: list[dict[str, Any]]
+    overrides: list[str]
+    num: int | None
+
+    @property
+    def status(self) -> str:
+        statuses = {m.get("status", "unknown") for m in self.manifests}
+        for status in ("failed", "interrupted", "running", "completed"):
+            if status in statuses:
+                return status
+        return "not recorded" if not self.manifests else statuses.pop()
+
+    @property
+    def error(self) -> str | None:
+        return next((m["error"] for m in self.manifests if m.get("error")), None)
+
+
+@dataclass
+class SweepTable:
+    """What ``merge_sweep`` found and wrote."""
+
+    sweep_dir: Path
+    jobs: list[JobRecording]
+    episodes: int = 0
+    torn_lines: int = 0
+    paths: list[Path] = field(default_factory=list)
+
+
+def read_records(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """The complete records of a JSONL file and how many torn lines were skipped."""
+    records, torn = [], 0
+    if not path.exists():
+        return records, torn
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if not line.endswith("\n"):
+                torn += 1  # a write cut short: never trust it
+                continue
+            if line.strip():
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError:
+                    torn += 1
+    return records, torn
+
+
+def parse_override(override: str) -> tuple[str, Any]:
+    """``+a.b=1`` -> ``("a.b", 1)``; values that are not JSON stay strings (``core``)."""
+    key, _, value = override.partition("=")
+    key = key.lstrip("+~")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
+def _job_num(manifests: list[dict[str, Any]], job_dir: Path) -> int | None:
+    for manifest in manifests:
+        num = (manifest.get("job") or {}).get("num")
+        if num is not None:
+            return int(num)
+    return int(job_dir.name) if job_dir.name.isdigit() else None
+
+
+def _hydra_overrides(job_dir: Path) -> list[str] | None:
+    path = job_dir / ".hydra" / "overrides.yaml"
+    if not path.exists():
+        return None
+    from omegaconf import OmegaConf
+
+    return [str(o) for o in OmegaConf.to_container(OmegaConf.load(path))]
+
+
+def find_jobs(sweep_dir: str | os.PathLike[str]) -> list[JobRecording]:
+    """Every job dir under ``sweep_dir``: dirs with a manifest or a Hydra ``.hydra`` dir."""
+    root = Path(sweep_dir)
+    dirs: dict[Path, list[dict[str, Any]]] = {}
+    for path in sorted(root.rglob("*")):
+        relative = path.relative_to(root).parts
+        if any(part.startswith(".") for part in relative[:-1]):
+            continue  # .submitit, .hydra: not job dirs
+        if path.name == ".hydra" and path.is_dir() and path.parent != root:
+            dirs.setdefault(path.parent, [])
+        elif path.is_file() and path.name.startswith("manifest") and path.suffix == ".json":
+            dirs.setdefault(path.parent, []).append(json.loads(path.read_text()))
+    jobs = []
+    for job_dir, manifests in dirs.items():
+        overrides = next(
+            (m["job"]["overrides"] for m in manifests if (m.get("job") or {}).get("overrides")),
+            None,
+        )
+        if overrides is None:
+            overrides = _hydra_overrides(job_dir) or []
+        jobs.append(JobRecording(job_dir, manifests, list(overrides), _job_num(manifests, job_dir)))
+    jobs.sort(key=lambda j: (j.num is None, j.num or 0, str(j.dir)))
+    return jobs
+
+
+def flatten(record: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings become dotted columns; lists stay values."""
+    out: dict[str, Any] = {}
+    for key, value in record.items():
+        if isinstance(value, Mapping) and value:
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def sweep_rows(table: SweepTable) -> Iterator[dict[str, Any]]:
+    """A flat row per episode of every job in ``table`` (counts torn lines on the way)."""
+    for job in table.jobs:
+        head: dict[str, Any] = {
+            "job_num": job.num,
+            "job_dir": str(job.dir.relative_to(table.sweep_dir)),
+            "job_status": job.status,
+        }
+        for override in job.overrides:
+            key, value = parse_override(override)
+            head[f"override.{key}"] = value
+        for manifest in job.manifests:
+            records, torn = read_records(job.dir / manifest.get("records", "episodes.jsonl"))
+            table.torn_lines += torn
+            for record in records:
+                table.episodes += 1
+                yield {**head, **flatten(record)}
+
+
+def _columns(rows: Iterable[Mapping[str, Any]]) -> list[str]:
+    seen: dict[str, None] = dict.fromkeys(JOB_COLUMNS)
+    overrides: dict[str, None] = {}
+    rest: dict[str, None] = {}
+    for row in rows:
+        for key in row:
+            if key in seen:
+                continue
+            (overrides if key.startswith("override.") else rest).setdefault(key, None)
+    return [*seen, *overrides, *rest]
+
+
+def _csv_value(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, list | dict):
+        return json.dumps(value)
+    return value
+
+
+def _write_atomic(path: Path, write: Any) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> None:
+    def write(f: Any) -> None:
+        writer = csv.DictWriter(f, fieldnames=columns, restval="")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _csv_value(v) for k, v in row.items()})
+
+    _write_atomic(path, write)
+
+
+def merge_sweep(
+    sweep_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str] | None = None,
+    formats: Iterable[str] = ("csv", "jsonl"),
+) -> SweepTable:
+    """Write the sweep tables into ``out_dir`` (default: the sweep dir).
+
+    Writes nothing when no job of the sweep recorded (a sweep of an app without a recorder).
+    """
+    root = Path(sweep_dir).absolute()
+    table = SweepTable(root, find_jobs(root))
+    if not any(job.manifests for job in table.jobs):
+        return table
+    out = Path(out_dir).absolute() if out_dir is not None else root
+    out.mkdir(parents=True, exist_ok=True)
+    rows = list(sweep_rows(table))
+    columns = _columns(rows)
+    formats = set(formats)
+    if "csv" in formats:
+        _write_csv(out / EPISODES_CSV, columns, rows)
+        table.paths.append(out / EPISODES_CSV)
+    if "jsonl" in formats:
+
+        def write_jsonl(f: Any) -> None:
+            for row in rows:
+                f.write(json.dumps(row) + "\n")
+
+        _write_atomic(out / EPISODES_JSONL, write_jsonl)
+        table.paths.append(out / EPISODES_JSONL)
+    job_rows = [
+        {
+            "job_num": job.num,
+            "job_dir": str(job.dir.relative_to(root)),
+            "job_status": job.status,
+            "episodes": sum(int((m.get("counts") or {}).get("episodes", 0)) for m in job.manifests),
+            "error": job.error,
+            "overrides": " ".join(job.overrides),
+        }
+        for job in table.jobs
+    ]
+    _write_csv(out / JOBS_CSV, list(job_rows[0]), job_rows)
+    table.paths.append(out / JOBS_CSV)
+    return table
