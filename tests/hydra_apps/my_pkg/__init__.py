@@ -1,0 +1,1 @@
+"""A user package with a custom recorder term, referenced from config only."""
