@@ -164,7 +164,9 @@ def test_interrupted_run(tmp_path: Path, signum: int) -> None:
     info = manifest(out)
     assert info["status"] == "interrupted"
     rows = records(path)
-    assert rows and info["counts"]["episodes"] == len(rows)
+    assert rows and [row["seq"] for row in rows] == list(range(len(rows)))
+    # the signal may land between a batch's write and its count
+    assert 0 < info["counts"]["episodes"] <= len(rows)
 
 
 @pytest.mark.parametrize(
