@@ -12,7 +12,7 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -156,9 +156,9 @@ class VariationBase:
         }
 
 
-def build_variations(cfgs: dict[str, Any] | list[Any]) -> list[VariationBase]:
+def build_variations(cfgs: Mapping[str, Any] | Sequence[Any]) -> list[VariationBase]:
     """Variations from configs or mappings; a mapping's key is the variation key by default."""
-    items = cfgs.items() if isinstance(cfgs, dict) else ((None, c) for c in cfgs)
+    items = cfgs.items() if isinstance(cfgs, Mapping) else ((None, c) for c in cfgs)
     built = []
     for key, spec in items:
         if isinstance(spec, VariationCfg):
