@@ -67,6 +67,7 @@ class RecorderConf:
     terms: dict[str, Any] = field(default_factory=dict)
     fsync: bool = False
     resume: bool = False
+    report: bool = False
 
 
 @dataclass

@@ -25,6 +25,8 @@ and ``manifest.json`` into ``hydra.runtime.output_dir``; ``on_job_end`` finishes
 completed or failed. Ctrl-C and SIGTERM skip ``on_job_end``; the session then finishes its
 manifest as interrupted on exit. ``on_multirun_end`` writes the sweep table
 (``arena_recording.sweeps``; ``arena-recording merge SWEEP_DIR`` does the same by hand).
+With ``recorder.report=true`` both also write an HTML report (``arena_recording.report``;
+``arena-recording report DIR`` by hand).
 
 Hydra turns exceptions raised in callbacks into warnings and runs the task anyway. A job that
 asks for a recording it cannot make must not run silently unrecorded, so configuration errors
@@ -233,13 +235,34 @@ class RecorderCallback(Callback):
             session.finish("failed", job_return._return_value)
         else:
             session.finish("completed")
+        if session.cfg.report:
+            _write_report(session.output_dir)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from arena_recording.sweeps import merge_sweep
 
         sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
         if sweep_dir.is_dir():
-            merge_sweep(sweep_dir)
+            table = merge_sweep(sweep_dir)
+            manifests = (m for job in table.jobs for m in job.manifests)
+            if any((m.get("config") or {}).get("report") for m in manifests):
+                _write_report(sweep_dir)
+
+
+def _write_report(path: Path) -> None:
+    """``recorder.report=true``: the HTML report; a failure is logged and never fails the job."""
+    try:
+        from arena_recording.report import write_report
+
+        log.info("arena-recording: report written to %s", write_report(path))
+    except ImportError as err:
+        log.warning(
+            "arena-recording: recorder.report=true needs the analysis extra "
+            "(pip install 'arena-recording[analysis]'): %s",
+            err,
+        )
+    except Exception:
+        log.exception("arena-recording: could not write the report of %s", path)
 
 
 def _count_live() -> None:

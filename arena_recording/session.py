@@ -50,12 +50,14 @@ class RecorderCfg:
 
     ``terms`` maps a term name to its config; ``fsync`` forces every batch to disk (at most one
     fsync per reset batch); ``resume`` appends to an existing recording in the output dir
-    instead of refusing to touch it.
+    instead of refusing to touch it; ``report`` asks the Hydra callback for an HTML report
+    (``arena_recording.report``) when the job, and the multirun, ends.
     """
 
     terms: dict[str, Any] = field(default_factory=dict)
     fsync: bool = False
     resume: bool = False
+    report: bool = False
 
 
 def recorder_cfg(cfg: RecorderCfg | Mapping[str, Any]) -> RecorderCfg:
