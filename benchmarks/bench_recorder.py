@@ -41,7 +41,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -85,6 +85,7 @@ class Config:
     rounds: int
     rss_envs: int
     rss_batches: int
+    device: str = "cpu"
 
 
 FULL = Config((64, 1024, 4096, 16384), 400_000, 20, 3, 500, 41, 4096, 245)
@@ -94,8 +95,9 @@ QUICK = Config((64, 1024), 20_000, 5, 1, 200, 5, 1024, 30)
 class SyntheticEnv:
     """Stands in for an env: per-env state that the custom term reads."""
 
-    def __init__(self, num_envs: int) -> None:
-        self.object_pos = torch.rand(num_envs, 3, generator=torch.Generator().manual_seed(SEED))
+    def __init__(self, num_envs: int, device: str) -> None:
+        gen = torch.Generator().manual_seed(SEED)
+        self.object_pos = torch.rand(num_envs, 3, generator=gen).to(device)
 
 
 def object_height(batch: EpisodeBatch, axis: int = 2) -> torch.Tensor:
@@ -113,41 +115,44 @@ def recorder_cfg() -> RecorderCfg:
     )
 
 
-def episode_ends(num_envs: int, count: int) -> list[EpisodeEnd]:
+def episode_ends(num_envs: int, count: int, device: str) -> list[EpisodeEnd]:
     """``count`` different batches in which every env ends an episode of 1 to 500 steps."""
     gen = torch.Generator().manual_seed(SEED)
     ends = []
     for _ in range(count):
         terminated = torch.rand(num_envs, generator=gen) < 0.7
-        ends.append(
-            EpisodeEnd(
-                env_ids=torch.arange(num_envs),
-                length=torch.randint(1, 501, (num_envs,), generator=gen),
-                terminated=terminated,
-                truncated=~terminated,
-                termination=(~terminated).long(),
-                success=terminated & (torch.rand(num_envs, generator=gen) < 0.5),
-            )
+        end = EpisodeEnd(
+            env_ids=torch.arange(num_envs),
+            length=torch.randint(1, 501, (num_envs,), generator=gen),
+            terminated=terminated,
+            truncated=~terminated,
+            termination=(~terminated).long(),
+            success=terminated & (torch.rand(num_envs, generator=gen) < 0.5),
         )
+        ends.append(EpisodeEnd(**{k: v.to(device) for k, v in vars(end).items()}))
     return ends
 
 
 class Harness:
     """A session, a bound recorder and its variations for ``num_envs`` synthetic envs."""
 
-    def __init__(self, num_envs: int, output_dir: Path) -> None:
+    def __init__(self, num_envs: int, output_dir: Path, device: str = "cpu") -> None:
         self.session = Session(recorder_cfg(), output_dir).start()
         self.variations = build_variations(FACTORS)  # built while active: attached
-        self.identity = EpisodeIdentity(num_envs)
+        self.identity = EpisodeIdentity(num_envs, device)
+        self.device = device
         self.recorder: EpisodeRecorder = self.session.bind(
-            self.identity, seed=SEED, env=SyntheticEnv(num_envs), termination_names=TERMINATIONS
+            self.identity,
+            seed=SEED,
+            env=SyntheticEnv(num_envs, device),
+            termination_names=TERMINATIONS,
         )
         self.episodic = [v for v in self.variations if v.scope is Scope.EPISODE]
         for variation in self.variations:
             if variation.scope is Scope.BUILD:
-                variation.sample(None, seed=SEED)
-        self._sample(torch.arange(num_envs))
-        self.ends = episode_ends(num_envs, 4)
+                variation.sample(None, seed=SEED, device=device)
+        self._sample(torch.arange(num_envs, device=device))
+        self.ends = episode_ends(num_envs, 4, device)
         self.batches = 0
 
     def _sample(self, env_ids: torch.Tensor) -> None:
@@ -164,6 +169,8 @@ class Harness:
         t1 = time.perf_counter()
         self.identity.advance(end.env_ids, started=end.length > 0)
         self._sample(end.env_ids)
+        if self.device != "cpu":
+            torch.cuda.synchronize()
         t2 = time.perf_counter()
         return t1 - t0, t2 - t1
 
@@ -191,7 +198,7 @@ def bench_throughput(cfg: Config, tmp: Path) -> list[dict[str, float]]:
     rows = []
     for num_envs in cfg.sizes:
         batches = max(cfg.min_batches, cfg.episodes_per_size // num_envs) + cfg.warmup_batches
-        harness = Harness(num_envs, tmp / f"throughput-{num_envs}")
+        harness = Harness(num_envs, tmp / f"throughput-{num_envs}", cfg.device)
         times = [harness.batch() for _ in range(batches)]
         records_path = harness.finish()
         floor = floor_times(records_path, num_envs, tmp / f"floor-{num_envs}.jsonl")
@@ -327,20 +334,11 @@ def met(ok: bool) -> str:
     return "met" if ok else "**not met**"
 
 
-def report(
-    throughput: list[dict[str, float]],
-    steps: list[dict[str, float | str]],
-    memory: list[tuple[int, float]],
-    quick: bool,
-) -> str:
+def throughput_table(throughput: list[dict[str, float]], device: str) -> list[str]:
     lines = [
-        "# Recorder benchmark" + (" (quick smoke run)" if quick else ""),
-        "",
-        f"Machine: {machine()}.",
-        "",
         "## Recording throughput (per reset batch, every env ends an episode)",
         "",
-        "Terms `core` + `variations` (5 factors) + 1 custom term; CPU tensors. *record*: "
+        f"Terms `core` + `variations` (5 factors) + 1 custom term; {device} tensors. *record*: "
         "`recorder.close` (terms, encoding, write); *sample*: `identity.advance` + 4 "
         "episode-scope draws; *floor*: `json.dumps` per record dict + one write + flush, same "
         f"records. Medians over batches. Torch intra-op threads: {torch.get_num_threads()}.",
@@ -355,6 +353,22 @@ def report(
             f"| {r['floor_ms']:.2f} | {r['record_eps']:,.0f} | {r['floor_eps']:,.0f} "
             f"| {r['ratio']:.2f}x |"
         )
+    return lines
+
+
+def report(
+    throughput: list[dict[str, float]],
+    steps: list[dict[str, float | str]],
+    memory: list[tuple[int, float]],
+    quick: bool,
+) -> str:
+    lines = [
+        "# Recorder benchmark" + (" (quick smoke run)" if quick else ""),
+        "",
+        f"Machine: {machine()}.",
+        "",
+        *throughput_table(throughput, "CPU"),
+    ]
     lines += [
         "",
         "## Step loop (CartPole, 64 sync envs, random actions)",
@@ -408,9 +422,33 @@ def main(argv: list[str] | None = None) -> None:
         help="torch intra-op threads (default 1: on a small shared machine, parallel indexing "
         "of a few thousand elements waits for a busy core, which is noise, not recorder cost)",
     )
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="with a CUDA device, only the recording throughput is measured, on tensors there; "
+        "the table goes to bench_recorder_cuda.md",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.torch_threads)
-    cfg = QUICK if args.quick else FULL
+    cfg = replace(QUICK if args.quick else FULL, device=args.device)
+    if args.device != "cpu":
+        with scratch_dir() as tmp:
+            rows = bench_throughput(cfg, tmp)
+        name = torch.cuda.get_device_name(args.device)
+        text = "\n".join(
+            [
+                f"# Recorder benchmark on {name}",
+                "",
+                f"Machine: {machine()}.",
+                "",
+                *throughput_table(rows, f"CUDA ({name})"),
+                "",
+            ]
+        )
+        print(text)
+        if not args.quick:
+            RESULTS.with_name("bench_recorder_cuda.md").write_text(text, encoding="utf-8")
+        return
     sections: list[tuple[str, Callable[[Config, Path], object]]] = [
         ("recording throughput", bench_throughput),
         ("step loop", bench_step_loop),
