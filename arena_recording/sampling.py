@@ -220,27 +220,33 @@ def _bounded(low: Any, high: Any, cfg: Any) -> tuple[torch.Tensor, torch.Tensor]
 
 
 @dataclass
-class UniformCfg(SamplerCfg):
-    """Uniform on ``[low, high]``; scalars or equal-length vectors (one factor per component)."""
+class _BoundedCfg(SamplerCfg):
+    """A distribution on ``[low, high]``: scalars or equal-length vectors."""
 
     low: Any = 0.0
     high: Any = 1.0
-    type: ClassVar[str] = "uniform"
 
     def __post_init__(self) -> None:
         _bounded(self.low, self.high, self)
+
+    def describe(self) -> dict[str, Any]:
+        return {"distribution": self.type, "low": self.low, "high": self.high}
+
+
+@dataclass
+class UniformCfg(_BoundedCfg):
+    """Uniform on ``[low, high]``; vector bounds give one factor component per entry."""
+
+    type: ClassVar[str] = "uniform"
 
     def build(self, key: str) -> SamplerBase:
         lo, hi = _bounded(self.low, self.high, self)
         shape = _broadcast_shape(lo, hi)
         return _TransformSampler(key, shape, lambda u: lo.to(u.device) + u * (hi - lo).to(u.device))
 
-    def describe(self) -> dict[str, Any]:
-        return {"distribution": "uniform", "low": self.low, "high": self.high}
-
 
 @dataclass
-class LogUniformCfg(SamplerCfg):
+class LogUniformCfg(_BoundedCfg):
     """Log-uniform on ``[low, high]`` with ``0 < low <= high`` (scale factors, stiffnesses)."""
 
     low: Any = 0.1
@@ -258,9 +264,6 @@ class LogUniformCfg(SamplerCfg):
         return _TransformSampler(
             key, shape, lambda u: (log_lo.to(u.device) + u * log_span.to(u.device)).exp()
         )
-
-    def describe(self) -> dict[str, Any]:
-        return {"distribution": "log_uniform", "low": self.low, "high": self.high}
 
 
 @dataclass
