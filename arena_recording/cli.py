@@ -6,11 +6,22 @@ recorder callback does it when a multirun ends, but Hydra skips that when a job 
     arena-recording merge multirun/2026-01-01/12-00-00
     arena-recording merge multirun/2026-01-01/12-00-00 --out tables/ --format csv
     python -m arena_recording.cli merge multirun/2026-01-01/12-00-00
+
+``analyze`` ranks the factors of a run, a sweep or a records file by their effect on an outcome
+(``arena_recording.analysis``), ``report`` writes its HTML report (``arena_recording.report``),
+and ``catalog`` lists the variations and recorder terms an app exposes with their override
+paths (``arena_recording.catalog``)::
+
+    arena-recording analyze outputs/2026-01-01/12-00-00 --outcome success
+    arena-recording analyze multirun/2026-01-01/12-00-00 --json
+    arena-recording report outputs/2026-01-01/12-00-00
+    arena-recording catalog arena_recording.demo.slide:slide_eval
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -34,6 +45,47 @@ def _merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _analyze(args: argparse.Namespace) -> int:
+    from arena_recording.analysis import load, sensitivity
+
+    rec = load(args.path)
+    for warning in rec.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    result = sensitivity(rec, args.outcome, num_resamples=args.resamples, seed=args.seed)
+    if args.json:
+        found = {"path": str(rec.path), "kind": rec.kind, "warnings": rec.warnings}
+        print(json.dumps(found | result.to_dict(), indent=2))
+        return 0
+    print(result.to_text())
+    print()
+    print(result.summary())
+    for note in result.notes:
+        print(f"note: {note}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from arena_recording.report import write_report
+
+    print(write_report(args.path, out=args.out, outcome=args.outcome))
+    return 0
+
+
+def _catalog(args: argparse.Namespace) -> int:
+    from arena_recording.catalog import catalog
+
+    found = catalog(args.app, config_dir=args.config_dir, overrides=args.overrides)
+    print(json.dumps(found.to_dict(), indent=2) if args.json else found.to_text())
+    return 0
+
+
+def _add_outcome(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("path", help="a run dir, a sweep dir or a records file (episodes.jsonl)")
+    parser.add_argument(
+        "--outcome", default="success", help="success (default) or any numeric column"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``arena-recording``; returns the exit status."""
     parser = argparse.ArgumentParser(prog="arena-recording", description=__doc__.splitlines()[0])
@@ -45,8 +97,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     merge.add_argument("--out", default=None, help="where to write the tables (default: sweep dir)")
     merge.add_argument("--format", choices=("csv", "jsonl", "both"), default="both")
     merge.set_defaults(run=_merge)
+
+    analyze = commands.add_parser("analyze", help="rank the factors by their effect on an outcome")
+    _add_outcome(analyze)
+    analyze.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    analyze.add_argument("--resamples", type=int, default=100, help="bootstrap resamples")
+    analyze.add_argument("--seed", type=int, default=0, help="seed of the dummy and bootstrap")
+    analyze.set_defaults(run=_analyze)
+
+    report = commands.add_parser("report", help="write the HTML report of a run or sweep")
+    _add_outcome(report)
+    report.add_argument("--out", default=None, help="the HTML file (default: PATH/report.html)")
+    report.set_defaults(run=_report)
+
+    catalog = commands.add_parser(
+        "catalog", help="the variations and recorder terms an app exposes, with override paths"
+    )
+    catalog.add_argument("app", help="module:config_name, or a config name with --config-dir")
+    catalog.add_argument("overrides", nargs="*", help="Hydra overrides to apply first")
+    catalog.add_argument("--config-dir", default=None, help="the config dir of a YAML app")
+    catalog.add_argument("--json", action="store_true", help="print JSON instead of text")
+    catalog.set_defaults(run=_catalog)
+
     args = parser.parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except ImportError as err:
+        print(
+            f"arena-recording {args.command}: {err} (pip install 'arena-recording[analysis]')",
+            file=sys.stderr,
+        )
+    except (OSError, ValueError) as err:
+        print(f"arena-recording {args.command}: {err}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":
