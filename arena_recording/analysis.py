@@ -3,15 +3,17 @@
 ``load`` reads a run dir, a sweep dir (one job dir per job) or a single records file into a
 DataFrame with a row per episode. Factor columns are typed from the manifest, never guessed
 from values: ``variations.<key>`` for scalars, ``variations.<key>[i]`` per vector component,
-categoricals as pandas ``Categorical`` in the manifest's order. Sweeps add the job's number,
-dir and status and its overrides as ``override.<key>`` columns. Partial last lines are skipped;
-gaps and duplicates in ``seq`` and jobs that did not complete come back as warnings.
+categoricals as pandas ``Categorical`` in the manifest's order, booleans as ``boolean``,
+interval-scope factors as recorded (lists of ``{"step", "value"}``). Sweeps add the job's
+number, dir and status and its overrides as ``override.<key>`` columns. Partial last lines are
+skipped; gaps and duplicates in ``seq``, jobs that did not complete and values outside their
+declared bounds come back as warnings.
 
 ``sensitivity`` ranks the factors by their effect on an outcome (``success`` or any numeric
-column) with SALib's given-data methods: PAWN, RBD-FAST and delta's first-order index. A
-seeded random *dummy* factor goes through the same estimators: it shows how large an index
-gets from noise alone at this number of episodes, which is what separates "no effect" from
-"small effect".
+column) with SALib's given-data methods: PAWN, RBD-FAST and delta's first-order index. Seeded
+random *dummy* factors go through the same estimators: they show how large an index gets from
+noise alone at this number of episodes, which is what separates "no effect" from "small
+effect".
 
 Example::
 
@@ -91,7 +93,7 @@ class Factor:
     def excluded(self) -> str | None:
         """Why a sensitivity analysis cannot use this factor, or ``None``."""
         if self.scope == "interval":
-            return "drawn several times per episode (interval scope)"
+            return "is drawn several times per episode (interval scope)"
         if self.categorical:
             return None if len(self.choices) > 1 else "has a single choice"
         if self.low is None or self.high is None:
@@ -236,7 +238,9 @@ class Recording:
 
 
 def _job_label(job: JobRecording, root: Path) -> str:
-    where = "." if job.dir == root else str(job.dir.relative_to(root))
+    if job.dir == root:
+        return "run"
+    where = str(job.dir.relative_to(root))
     return f"job {job.num} ({where})" if job.num is not None else where
 
 
@@ -313,6 +317,8 @@ def _vector_columns(values: pd.Series, factors: list[Factor]) -> dict[str, pd.Se
 def _typed_factor(values: pd.Series, factor: Factor, problems: list[str]) -> pd.Series:
     if factor.scope == "interval":
         return values  # lists of {"step", "value"}: kept as recorded
+    if factor.kind == "boolean":
+        return values.astype("boolean")
     if factor.categorical:
         hashed = values.map(_hashable, na_action="ignore")
         typed = pd.Series(
@@ -520,6 +526,13 @@ def job_table(rec: Recording, conf_level: float = CONF_LEVEL) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _codes(values: pd.Series) -> np.ndarray:
+    """Category codes (0, 1, 2... in the manifest's order) of a categorical or boolean column."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        return values.cat.codes.to_numpy(dtype=np.float64)
+    return values.astype("Float64").to_numpy(dtype=np.float64, na_value=np.nan)
+
+
 def binned(
     episodes: pd.DataFrame,
     factor: Factor,
@@ -539,7 +552,7 @@ def binned(
     if factor.categorical:
         labels = [str(c) for c in factor.choices]
         edges = np.arange(len(labels) + 1) - 0.5
-        index = data[factor.column].cat.codes.to_numpy()
+        index = _codes(data[factor.column]).astype(np.int64)
     else:
         edges = (np.geomspace if log else np.linspace)(factor.low, factor.high, bins + 1)
         labels = [f"{a:.3g}-{b:.3g}" for a, b in itertools.pairwise(edges)]
@@ -835,7 +848,7 @@ def _inputs(
     for factor in factors:
         values = data[factor.column]
         if factor.categorical:
-            codes = values.cat.codes.to_numpy(dtype=np.float64)
+            codes = _codes(values)
             columns.append(codes + rng.uniform(size=len(codes)))
             bounds.append([0.0, float(len(factor.choices))])
         else:
@@ -908,6 +921,11 @@ def sensitivity(
         raise ValueError(f"{len(data)} usable episodes; at least {MIN_EPISODES} are needed")
     if y.nunique() < 2:
         raise ValueError(f"{outcome} is {y.iloc[0]:g} in every episode: nothing to rank")
+    for factor in [f for f in factors if data[f.column].nunique() < 2]:
+        factors.remove(factor)  # a build-scope draw, or a choice that came up alone
+        notes.append(f"{_short(factor.column)} left out: it has one value in every episode")
+    if not factors:
+        raise ValueError("every factor has one value in every episode: nothing to rank")
     X, bounds = _inputs(data, factors, rng)
     X = np.column_stack([X, rng.uniform(size=(len(X), dummies))])
     bounds.extend([[0.0, 1.0]] * dummies)

@@ -119,7 +119,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     catalog.add_argument("--json", action="store_true", help="print JSON instead of text")
     catalog.set_defaults(run=_catalog)
 
-    args = parser.parse_args(argv)
+    # overrides may come after options (catalog APP --json a.b=1): argparse leaves them over
+    args, extra = parser.parse_known_args(argv)
+    if extra and (args.command != "catalog" or any(e.startswith("-") for e in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        args.overrides += extra
     try:
         return args.run(args)
     except ImportError as err:
