@@ -58,6 +58,7 @@ METHODS = ("pawn", "rbd_fast", "delta")
 METHOD_NAMES = {"pawn": "PAWN", "rbd_fast": "RBD-FAST S1", "delta": "delta S1"}
 DUMMY = "(dummy)"
 MIN_EPISODES = 30
+PAWN_SLICES = 10  # PAWN's conditioning intervals per factor (SALib's default)
 NORMAL_SPAN = 3.0  # an untruncated normal's bounds: mean -/+ this many standard deviations
 _ENDED = ("terminated", "truncated")
 
@@ -641,12 +642,12 @@ class _Design:
 
 
 def _pawn(design: _Design, notes: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """PAWN's median KS distance over 10 slices; SALib gives no interval, so bootstrap it."""
+    """PAWN's median KS distance over the slices; SALib gives no interval: bootstrap it."""
     from SALib.analyze import pawn
 
     def index(X: np.ndarray, Y: np.ndarray) -> np.ndarray:
         with _salib(design.seed, notes):
-            result = pawn.analyze(design.problem, X, Y, S=10, seed=design.seed)
+            result = pawn.analyze(design.problem, X, Y, S=PAWN_SLICES, seed=design.seed)
         return np.asarray(result["median"], dtype=np.float64)
 
     conf = _bootstrap(
@@ -778,15 +779,22 @@ class Sensitivity:
         )
         return "\n".join(lines)
 
-    def to_text(self) -> str:
-        """The ranking as an aligned text table."""
-        header = ["rank", "factor", *(METHOD_NAMES[m] for m in self.methods), "effect"]
-        rows = [header]
+    def rows(self) -> list[list[str]]:
+        """The ranking as text cells: a header, a row per factor, the dummy's noise level."""
+        rows = [["rank", "factor", *(METHOD_NAMES[m] for m in self.methods), "effect"]]
         for column, row in self.table.iterrows():
-            cells = [f"{row[m]:.3f} ± {row[f'{m}_conf']:.3f}" for m in self.methods]
+            cells = [
+                f"{row[m]:.3f} ± {row[f'{m}_conf']:.3f}" if np.isfinite(row[m]) else "n/a"
+                for m in self.methods
+            ]
             rows.append([str(int(row["rank"])), _short(column), *cells, row["effect"]])
         rows.append(["", DUMMY, *(f"{self.dummy[m]:.3f}" for m in self.methods), "noise level"])
-        widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+        return rows
+
+    def to_text(self) -> str:
+        """The ranking as an aligned text table."""
+        rows = self.rows()
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         return "\n".join(
             "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
             for r in rows

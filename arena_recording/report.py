@@ -22,6 +22,7 @@ import base64
 import html
 import io
 import math
+import numbers
 import os
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -35,6 +36,7 @@ from arena_recording.analysis import (
     CONF_LEVEL,
     DUMMY,
     METHOD_NAMES,
+    PAWN_SLICES,
     Factor,
     Recording,
     Sensitivity,
@@ -45,6 +47,7 @@ from arena_recording.analysis import (
     sensitivity,
     success_rate,
 )
+from arena_recording.sweeps import _write_atomic
 
 REPORT_NAME = "report.html"
 MAX_JOB_SERIES = 4  # more jobs than this: factor plots show the pooled episodes only
@@ -77,11 +80,11 @@ def _e(value: Any) -> str:
 
 
 def _cell(value: Any) -> str:
-    if isinstance(value, float):
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return f'<td class="num">{value}</td>'
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
         text = "" if math.isnan(value) else f"{value:.4g}"
         return f'<td class="num">{text}</td>'
-    if isinstance(value, int):
-        return f'<td class="num">{value}</td>'
     return f"<td>{_e('' if value is None else value)}</td>"
 
 
@@ -228,9 +231,9 @@ def _quality(rec: Recording) -> str:
 
 def _outcome_section(rec: Recording, outcome: str) -> str:
     if outcome != "success":
-        values = rec.episodes.get(outcome)
-        if values is None:
-            return f"<p>No column {_e(outcome)}.</p>"
+        values = ended(rec.episodes).get(outcome)
+        if values is None or not pd.api.types.is_numeric_dtype(values):
+            return f"<p>No numeric column {_e(outcome)}.</p>"
         return f'<p class="headline">mean {_e(outcome)} {values.mean():.4g}</p>'
     rate = success_rate(rec.episodes)
     if not rate.episodes:
@@ -266,17 +269,7 @@ def _ranking_section(rec: Recording, outcome: str, options: dict[str, Any]) -> s
         result = sensitivity(rec, outcome, **options)
     except (ValueError, ImportError) as err:
         return f"<h2>Factor ranking</h2><p>No ranking: {_e(err)}</p>"
-    header = ["rank", "factor", *(METHOD_NAMES[m] for m in result.methods), "effect"]
-    rows = [
-        [
-            int(row["rank"]),
-            column.removeprefix("variations."),
-            *(f"{row[m]:.3f} ± {row[f'{m}_conf']:.3f}" for m in result.methods),
-            row["effect"],
-        ]
-        for column, row in result.table.iterrows()
-    ]
-    rows.append(["", DUMMY, *(f"{result.dummy[m]:.3f}" for m in result.methods), "noise level"])
+    header, *rows = result.rows()
     summary = "".join(f"<p>{_e(line)}</p>" for line in result.summary().splitlines())
     notes = "".join(f"<li>{_e(n)}</li>" for n in result.notes)
     return (
@@ -285,7 +278,8 @@ def _ranking_section(rec: Recording, outcome: str, options: dict[str, Any]) -> s
         + _ranking_plot(result)
         + (f"<p class='muted'>Notes:</p><ul class='muted'>{notes}</ul>" if notes else "")
         + f"<p class='muted'>SALib {_e(result.salib_version)}: PAWN (median Kolmogorov-Smirnov "
-        "distance over 10 conditioning slices), RBD-FAST and delta first-order indices from "
+        f"distance over {PAWN_SLICES} conditioning slices), RBD-FAST and delta first-order "
+        "indices from "
         "the recorded episodes. Intervals are normal bootstrap intervals, shown as "
         "index ± half-width.</p>"
     )
@@ -356,7 +350,6 @@ def write_report(
     if out is None:
         out = rec.path.with_suffix(".report.html") if rec.kind == "file" else rec.path / REPORT_NAME
     out = Path(out)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(render_report(rec, outcome, **options), encoding="utf-8")
-    os.replace(tmp, out)
+    page = render_report(rec, outcome, **options)
+    _write_atomic(out, lambda f: f.write(page))  # ranks of one job may write it at once
     return out
