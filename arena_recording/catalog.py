@@ -31,7 +31,7 @@ from hydra import compose, initialize, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
-from arena_recording.hydra import _variation_keys
+from arena_recording.hydra import variation_keys
 from arena_recording.sampling import SAMPLER_TYPES
 
 GROUP = "recorder"
@@ -165,7 +165,7 @@ def _variations(cfg: DictConfig) -> list[Entry]:
     plain = OmegaConf.to_container(cfg, resolve=False)
     plain.pop(GROUP, None)
     entries = []
-    for where, _ in _variation_keys(plain, ""):
+    for where, _ in variation_keys(plain, ""):
         spec = OmegaConf.select(cfg, where)
         if not isinstance(spec, DictConfig) or "sampler" not in spec:
             continue

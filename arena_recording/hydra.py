@@ -112,7 +112,7 @@ def _checked_terms(recorder: dict[str, Any]) -> None:
                 raise ValueError(f"{where}: {err}") from None
 
 
-def _variation_keys(node: Any, path: str) -> Iterator[tuple[str, str]]:
+def variation_keys(node: Any, path: str) -> Iterator[tuple[str, str]]:
     """(config key, variation key) of every variation under a ``variations`` key of ``node``,
     a plain container: walking it never resolves or trips over the rest of the config."""
     children = node.items() if isinstance(node, dict) else enumerate(node)
@@ -125,7 +125,7 @@ def _variation_keys(node: Any, path: str) -> Iterator[tuple[str, str]]:
         elif key == "variations" and isinstance(child, list):
             yield from ((f"{where}[{i}]", "") for i in range(len(child)))
         elif isinstance(child, dict | list):
-            yield from _variation_keys(child, where)
+            yield from variation_keys(child, where)
 
 
 def _variation_fields(spec: Any, name: str) -> dict[str, Any]:
@@ -145,7 +145,7 @@ def check_variations(config: DictConfig) -> None:
     plain = OmegaConf.to_container(config, resolve=False)
     for top in ("hydra", "recorder"):
         plain.pop(top, None)
-    for where, name in _variation_keys(plain, ""):
+    for where, name in variation_keys(plain, ""):
         try:
             spec = OmegaConf.select(config, where)
             if not isinstance(spec, DictConfig) or "sampler" not in spec:

@@ -47,7 +47,7 @@ from arena_recording.analysis import (
     sensitivity,
     success_rate,
 )
-from arena_recording.sweeps import _write_atomic
+from arena_recording.sinks import write_atomic
 
 REPORT_NAME = "report.html"
 MAX_JOB_SERIES = 4  # more jobs than this: factor plots show the pooled episodes only
@@ -351,5 +351,5 @@ def write_report(
         out = rec.path.with_suffix(".report.html") if rec.kind == "file" else rec.path / REPORT_NAME
     out = Path(out)
     page = render_report(rec, outcome, **options)
-    _write_atomic(out, lambda f: f.write(page))  # ranks of one job may write it at once
+    write_atomic(out, lambda f: f.write(page))  # ranks of one job may write it at once
     return out

@@ -16,9 +16,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TextIO
 
 log = logging.getLogger(__name__)
 
@@ -82,12 +84,29 @@ class JsonlSink:
         self.close()
 
 
+def write_atomic(path: Path, write: Callable[[TextIO], None]) -> None:
+    """Write ``path`` through ``write(file)`` into a unique temp file beside it, fsync it and
+    rename it over ``path``: readers see the old file or the new one, never half of one, even
+    when several processes write it at once."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write ``data`` to a temp file, fsync it and rename it over ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, default=str)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """``data`` as indented JSON, written atomically (see ``write_atomic``)."""
+    write_atomic(path, lambda f: f.write(json.dumps(data, indent=2, default=str) + "\n"))
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

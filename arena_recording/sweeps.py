@@ -27,11 +27,12 @@ from __future__ import annotations
 import csv
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from arena_recording.sinks import write_atomic
 
 EPISODES_CSV = "sweep_episodes.csv"
 EPISODES_JSONL = "sweep_episodes.jsonl"
@@ -192,17 +193,6 @@ def _csv_value(value: Any) -> Any:
     return value
 
 
-def _write_atomic(path: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> None:
     def write(f: Any) -> None:
         writer = csv.DictWriter(f, fieldnames=columns, restval="")
@@ -210,7 +200,7 @@ def _write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> No
         for row in rows:
             writer.writerow({k: _csv_value(v) for k, v in row.items()})
 
-    _write_atomic(path, write)
+    write_atomic(path, write)
 
 
 def merge_sweep(
@@ -240,7 +230,7 @@ def merge_sweep(
             for row in rows:
                 f.write(json.dumps(row) + "\n")
 
-        _write_atomic(out / EPISODES_JSONL, write_jsonl)
+        write_atomic(out / EPISODES_JSONL, write_jsonl)
         table.paths.append(out / EPISODES_JSONL)
     job_rows = [
         {
