@@ -1,8 +1,10 @@
-"""Shared fixtures: recorder configs and a reader for the files a session writes."""
+"""Shared fixtures: recorder configs, a demo runner and a reader for the files a session writes."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,19 @@ CORE_AND_VARIATIONS = {
 def read_records(path: Path) -> list[dict[str, Any]]:
     """Every complete line of a records file, parsed."""
     return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def run_demo(module: str, *overrides: str, cwd: Path) -> str:
+    """Run a demo app (``python -m module overrides...``) in ``cwd``; return its stdout."""
+    done = subprocess.run(
+        [sys.executable, "-m", module, *overrides],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
 
 
 @pytest.fixture

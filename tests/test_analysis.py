@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
@@ -15,7 +13,7 @@ import gymnasium as gym
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import CORE_AND_VARIATIONS
+from conftest import CORE_AND_VARIATIONS, run_demo
 
 from arena_recording.analysis import DUMMY, METHODS, load, sensitivity, success_rate, wilson
 from arena_recording.cli import main
@@ -42,17 +40,6 @@ SLIDE_EXTRA = (
     "+variations.tint={sampler: {type: choice, choices: [red, green, blue]}, apply: null, "
     "mode: startup}",
 )
-
-
-def run_demo(module: str, *overrides: str, cwd) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", module, *overrides],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
 
 
 @pytest.fixture(scope="module")

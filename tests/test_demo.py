@@ -3,25 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
-from conftest import read_records
+from conftest import read_records, run_demo
 
 RECORDER = "+recorder=[core,variations]"
-
-
-def run_demo(module: str, *overrides: str, cwd) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", module, *overrides],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout
 
 
 def test_cartpole_demo_records_exactly_num_episodes(tmp_path):
