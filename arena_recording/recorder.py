@@ -230,14 +230,15 @@ class EpisodeRecorder:
         self._count(batch)
 
     def _count(self, batch: EpisodeBatch) -> None:
-        terminated = int(batch.terminated.sum())
-        truncated = int((batch.truncated & ~batch.terminated).sum())
+        success = torch.zeros_like(batch.terminated) if batch.success is None else batch.success
+        flags = [batch.terminated, batch.truncated & ~batch.terminated, success.bool()]
+        terminated, truncated, successes = torch.stack(flags).sum(1).tolist()  # one transfer
         self.counts["episodes"] += len(batch)
         self.counts["terminated"] += terminated
         self.counts["truncated"] += truncated
         self.counts["aborted"] += len(batch) - terminated - truncated
         if batch.success is not None:
-            self.counts["success"] += int(batch.success.sum())
+            self.counts["success"] += successes
         for key, column in batch.variations.items():
             if column is None or (isinstance(column, list) and None in column):
                 self.counts[f"undrawn:{key}"] += (

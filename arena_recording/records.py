@@ -12,7 +12,7 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import json
 import math
 from collections.abc import Mapping
@@ -43,23 +43,24 @@ def _encode_floats(values: np.ndarray) -> list[str]:
     return texts
 
 
+@functools.lru_cache(maxsize=4096, typed=True)
+def _dumps_hashable(value: Any) -> str:
+    """Repeated scalars (labels, names, ids, times of one batch) are encoded once."""
+    return json.dumps(_finite(value), allow_nan=False)
+
+
 def _encode_objects(values: list[Any], name: str) -> list[str]:
-    cache: dict[Any, str] = {}
     out = []
     for value in values:
         try:
-            text = cache.get(value)
-        except TypeError:  # unhashable: lists, dicts
-            text = None
-        if text is None:
-            try:
+            if isinstance(value, list | tuple | dict):
                 text = json.dumps(_finite(value), allow_nan=False)
-            except (TypeError, ValueError) as err:
-                raise EncodeError(
-                    f"{name}: value {value!r} cannot be written as JSON ({err})"
-                ) from None
-            with contextlib.suppress(TypeError):
-                cache[value] = text
+            else:
+                text = _dumps_hashable(value)
+        except (TypeError, ValueError) as err:
+            raise EncodeError(
+                f"{name}: value {value!r} cannot be written as JSON ({err})"
+            ) from None
         out.append(text)
     return out
 

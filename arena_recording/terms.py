@@ -142,8 +142,9 @@ def core(batch: EpisodeBatch) -> dict[str, Any]:
     terminated, truncated = batch.terminated, batch.truncated
     status_index = torch.where(terminated, 0, torch.where(truncated, 1, 2)).cpu().numpy()
     status = np.array(["terminated", "truncated", "aborted"], dtype=object)[status_index]
-    starts, inverse = np.unique(batch.start_time, return_inverse=True)
-    start_text = np.array([_iso_utc(s) for s in starts.tolist()], dtype=object)[inverse]
+    starts = batch.start_time.tolist()
+    texts = {start: _iso_utc(start) for start in set(starts)}  # few distinct start times
+    start_text = [texts[start] for start in starts]
     return {
         "status": status,
         "success": None if batch.success is None else batch.success,
