@@ -176,8 +176,8 @@ class VariationsWrapper(VectorWrapper):
             values = variation.sample(
                 env_ids, seed=self.seed, episode_in_env=episodes, dtype=torch.float64
             ).tolist()
-            labels = getattr(variation.cfg.sampler, "choices", None)
-            if labels is not None and not variation.cfg.sampler.numeric:
+            labels = variation.labels
+            if labels is not None:
                 values = [labels[i] for i in values]
             current = self._current[variation.key]
             for env_id, value in zip(env_ids.tolist(), values, strict=True):

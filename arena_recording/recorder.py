@@ -25,7 +25,7 @@ import torch
 
 from arena_recording.episodes import EpisodeEnd, EpisodeIdentity
 from arena_recording.records import SCHEMA_VERSION, encode_lines, encode_tree
-from arena_recording.sampling import ChoiceCfg, Draw, Scope
+from arena_recording.sampling import Draw, Scope
 from arena_recording.terms import EpisodeBatch, Term
 from arena_recording.variations import VariationBase
 
@@ -55,9 +55,8 @@ class _Factor:
         self.values: torch.Tensor | None = None
         self.drawn = torch.zeros(num_envs, dtype=torch.bool, device=device)
         self.interval: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-        sampler = variation.cfg.sampler
-        numeric = not isinstance(sampler, ChoiceCfg) or sampler.numeric
-        self.labels = None if numeric else np.array(list(sampler.choices), dtype=object)
+        labels = variation.labels
+        self.labels = None if labels is None else np.array(labels, dtype=object)
 
     def store(self, draw: Draw) -> None:
         if draw.scope is Scope.INTERVAL:

@@ -90,6 +90,14 @@ class VariationBase:
     def sampler(self) -> SamplerBase:
         return self._sampler
 
+    @property
+    def labels(self) -> list[Any] | None:
+        """The choices a drawn index stands for (a choice of non-numbers), else ``None``."""
+        sampler = self.cfg.sampler
+        if isinstance(sampler, ChoiceCfg) and not sampler.numeric:
+            return list(sampler.choices)
+        return None
+
     def _apply(self, cfg: VariationCfg) -> None:
         self.cfg = cfg
         self._sampler = cfg.sampler.build(cfg.key)
