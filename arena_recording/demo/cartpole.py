@@ -22,7 +22,7 @@ import numpy as np
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from arena_recording.demo.console import progress, summary
+from arena_recording.demo.console import Tally
 from arena_recording.gym import VariationsWrapper
 from arena_recording.variations import build_variations
 
@@ -55,7 +55,7 @@ def policy(obs: np.ndarray, gains: DictConfig) -> np.ndarray:
     return (score > 0).astype(np.int64)
 
 
-def evaluate(cfg: DictConfig) -> tuple[int, int]:
+def evaluate(cfg: DictConfig) -> Tally:
     """Run ``eval.num_episodes`` episodes (a fixed quota per env)."""
     variations = build_variations(OmegaConf.to_container(cfg.variations, resolve=True))
     vector_env = gym.make_vec("CartPole-v1", num_envs=cfg.num_envs, vectorization_mode="sync")
@@ -67,22 +67,20 @@ def evaluate(cfg: DictConfig) -> tuple[int, int]:
         num_episodes=cfg.eval.num_episodes,
     )
     obs, _ = env.reset(seed=cfg.seed)
-    finished = successes = 0
+    tally = Tally(cfg.eval.num_episodes)
     while not env.identity.quota_met():
         counted = env.identity.in_quota().numpy()
         obs, _, terminated, truncated, _ = env.step(policy(obs, cfg.policy))
         ended = (terminated | truncated) & counted
         if ended.any():
-            before, finished = finished, finished + int(ended.sum())
-            successes += int((truncated & ended).sum())
-            progress(finished, cfg.eval.num_episodes, successes, before)
+            tally.add(int(ended.sum()), int((truncated & ended).sum()))
     env.close()
-    return successes, finished
+    return tally
 
 
 @hydra.main(version_base=None, config_name="cartpole_eval")
 def main(cfg: DictConfig) -> float:
-    return summary(*evaluate(cfg))
+    return evaluate(cfg).summary()
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from arena_recording.demo.console import progress, summary
+from arena_recording.demo.console import Tally
 
 ISAACLAB = "arena_recording.isaaclab"
 CONFIG: dict[str, Any] = {
@@ -49,8 +49,8 @@ CONFIG: dict[str, Any] = {
 ConfigStore.instance().store(name="slide_eval", node=CONFIG)
 
 
-def evaluate(cfg: DictConfig) -> tuple[int, int]:
-    """Run exactly ``eval.num_episodes`` episodes; return (successes, episodes)."""
+def evaluate(cfg: DictConfig) -> Tally:
+    """Run exactly ``eval.num_episodes`` episodes."""
     from arena_recording.demo.slide_env import launch, make_env_cfg
 
     with launch(device=cfg.env.device):
@@ -74,22 +74,20 @@ def evaluate(cfg: DictConfig) -> tuple[int, int]:
         env.reset()
         actions = torch.zeros(cfg.num_envs, 0, device=env.device)
         success = env.termination_manager.get_term
-        finished = successes = 0
+        tally = Tally(cfg.eval.num_episodes)
         while not identity.quota_met():
             counted = identity.in_quota()
             env.step(actions)
             ended = env.termination_manager.dones & counted
             if ended.any():
-                before, finished = finished, finished + int(ended.sum())
-                successes += int((success("success") & ended).sum())
-                progress(finished, cfg.eval.num_episodes, successes, before)
+                tally.add(int(ended.sum()), int((success("success") & ended).sum()))
         env.close()
-    return successes, finished
+    return tally
 
 
 @hydra.main(version_base=None, config_name="slide_eval")
 def main(cfg: DictConfig) -> float:
-    return summary(*evaluate(cfg))
+    return evaluate(cfg).summary()
 
 
 if __name__ == "__main__":
