@@ -1,6 +1,6 @@
 """The ``arena-recording`` command.
 
-``merge`` builds the sweep tables of a Hydra multirun (see ``arena_recording.sweeps``); the
+``merge`` builds the sweep tables of a Hydra multirun (see ``arena_recording.analysis.sweeps``); the
 recorder callback does it when a multirun ends, but Hydra skips that when a job failed::
 
     arena-recording merge multirun/2026-01-01/12-00-00
@@ -8,9 +8,9 @@ recorder callback does it when a multirun ends, but Hydra skips that when a job 
     python -m arena_recording.cli merge multirun/2026-01-01/12-00-00
 
 ``analyze`` ranks the factors of a run, a sweep or a records file by their effect on an outcome
-(``arena_recording.analysis``), ``report`` writes its HTML report (``arena_recording.report``),
+(``arena_recording.analysis.load``), ``report`` writes its HTML report (``arena_recording.analysis.report``),
 and ``catalog`` lists the variations and recorder terms an app exposes with their override
-paths (``arena_recording.catalog``)::
+paths (``arena_recording.integrations.hydra_catalog``)::
 
     arena-recording analyze outputs/2026-01-01/12-00-00 --outcome success
     arena-recording analyze multirun/2026-01-01/12-00-00 --json
@@ -26,7 +26,7 @@ import sys
 from collections import Counter
 from collections.abc import Sequence
 
-from arena_recording.sweeps import merge_sweep
+from arena_recording.analysis.sweeps import merge_sweep
 
 
 def _merge(args: argparse.Namespace) -> int:
@@ -46,7 +46,7 @@ def _merge(args: argparse.Namespace) -> int:
 
 
 def _analyze(args: argparse.Namespace) -> int:
-    from arena_recording.analysis import load, sensitivity
+    from arena_recording.analysis.load import load, sensitivity
 
     rec = load(args.path)
     for warning in rec.warnings:
@@ -65,14 +65,14 @@ def _analyze(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from arena_recording.report import write_report
+    from arena_recording.analysis.report import write_report
 
     print(write_report(args.path, out=args.out, outcome=args.outcome))
     return 0
 
 
 def _catalog(args: argparse.Namespace) -> int:
-    from arena_recording.catalog import catalog
+    from arena_recording.integrations.hydra_catalog import catalog
 
     found = catalog(args.app, config_dir=args.config_dir, overrides=args.overrides)
     print(json.dumps(found.to_dict(), indent=2) if args.json else found.to_text())

@@ -27,25 +27,25 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
+from arena_recording.core.session import Session
 from arena_recording.demo.slide import CONFIG
 from arena_recording.demo.slide_env import launch, make_env_cfg
-from arena_recording.session import Session
 
 NUM_ENVS = 64
 RECORDER = {
     "terms": {
-        "core": {"func": "arena_recording.terms:core"},
-        "variations": {"func": "arena_recording.terms:variations"},
+        "core": {"func": "arena_recording.core.terms:core"},
+        "variations": {"func": "arena_recording.core.terms:variations"},
     }
 }
 
 
 def env_cfg(num_envs: int):
-    from arena_recording import isaaclab as il
+    from arena_recording.integrations.isaaclab_variations import variation_event
 
     cfg = make_env_cfg(num_envs, seed=0)
     for key, spec in OmegaConf.to_container(OmegaConf.create(CONFIG["variations"])).items():
-        setattr(cfg.events, f"variation_{key}", il.variation_event(key, **spec))
+        setattr(cfg.events, f"variation_{key}", variation_event(key, **spec))
     return cfg
 
 
@@ -80,13 +80,13 @@ def measure(mode: str, steps: int, workdir: Path, round_index: int) -> tuple[flo
     """Steps per second of one fresh env in ``mode``; also the episodes that finished."""
     from isaaclab.envs import ManagerBasedRLEnv
 
-    from arena_recording import isaaclab as il
+    from arena_recording.integrations.isaaclab_recording import instrument
 
     cfg = env_cfg(NUM_ENVS)
     session = None
     if mode == "recording":
         session = Session(RECORDER, workdir / f"recording-{round_index}").start()
-        cfg = il.instrument(cfg)
+        cfg = instrument(cfg)
     elif mode == "isaaclab_hdf5":
         cfg.recorders = hdf5_recorders(str(workdir / f"hdf5-{round_index}"))
     env = ManagerBasedRLEnv(cfg)

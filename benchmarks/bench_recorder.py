@@ -50,13 +50,13 @@ import numpy as np
 import psutil
 import torch
 
-from arena_recording.episodes import EpisodeEnd, EpisodeIdentity
-from arena_recording.gym import VariationsWrapper
-from arena_recording.recorder import EpisodeRecorder
-from arena_recording.sampling import Scope
-from arena_recording.session import RecorderCfg, Session
-from arena_recording.terms import EpisodeBatch, TermCfg, core, variations
-from arena_recording.variations import VariationBase, build_variations
+from arena_recording.core.episodes import EpisodeEnd, EpisodeIdentity
+from arena_recording.core.recorder import EpisodeRecorder
+from arena_recording.core.sampling import Scope
+from arena_recording.core.session import RecorderCfg, Session
+from arena_recording.core.terms import EpisodeBatch, TermCfg, core, variations
+from arena_recording.core.variations import VariationBase, build_variations
+from arena_recording.integrations.gym_wrapper import VariationsWrapper
 
 SEED = 1234
 RESULTS = Path(__file__).with_name("bench_recorder.md")

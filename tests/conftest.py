@@ -12,8 +12,8 @@ import pytest
 
 CORE_AND_VARIATIONS = {
     "terms": {
-        "core": {"func": "arena_recording.terms:core"},
-        "variations": {"func": "arena_recording.terms:variations"},
+        "core": {"func": "arena_recording.core.terms:core"},
+        "variations": {"func": "arena_recording.core.terms:variations"},
     }
 }
 

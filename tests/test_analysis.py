@@ -15,11 +15,11 @@ import pandas as pd
 import pytest
 from conftest import CORE_AND_VARIATIONS, run_demo
 
-from arena_recording.analysis import DUMMY, METHODS, load, sensitivity, success_rate, wilson
+from arena_recording.analysis.load import DUMMY, METHODS, load, sensitivity, success_rate, wilson
 from arena_recording.cli import main
-from arena_recording.gym import VariationsWrapper
-from arena_recording.session import Session
-from arena_recording.variations import build_variations
+from arena_recording.core.session import Session
+from arena_recording.core.variations import build_variations
+from arena_recording.integrations.gym_wrapper import VariationsWrapper
 
 RECORDER = "+recorder=[core,variations]"
 # every kind of factor; CartPole ignores the attributes it does not know

@@ -11,9 +11,9 @@ from conftest import read_records
 from gymnasium.vector import AutoresetMode
 from gymnasium.wrappers.vector import RecordEpisodeStatistics
 
-from arena_recording.gym import VariationsWrapper
-from arena_recording.session import Session
-from arena_recording.variations import build_variations
+from arena_recording.core.session import Session
+from arena_recording.core.variations import build_variations
+from arena_recording.integrations.gym_wrapper import VariationsWrapper
 
 MODES = [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP, AutoresetMode.DISABLED]
 GRAVITY = {"gravity": {"sampler": {"type": "uniform", "low": 5.0, "high": 15.0}}}

@@ -15,9 +15,14 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from arena_recording import configs, sampling, session, terms, variations
-from arena_recording.hydra import check_variations, recorder_node, variations_from_config
-from arena_recording.sweeps import flatten, parse_override, read_records
+from arena_recording.analysis.sweeps import flatten, parse_override, read_records
+from arena_recording.core import sampling, session, terms, variations
+from arena_recording.integrations import hydra_configs as configs
+from arena_recording.integrations.hydra_callback import (
+    check_variations,
+    recorder_node,
+    variations_from_config,
+)
 
 
 def field_names(cls: type) -> set[str]:
@@ -79,7 +84,10 @@ def test_groups_compose_into_typed_recorder(hydra_compose) -> None:
     assert OmegaConf.get_type(cfg.recorder) is configs.RecorderConf
     assert set(cfg.recorder.terms) == {"core", "variations", "extra"}
     assert cfg.recorder.resume is True
-    assert cfg.hydra.callbacks.arena_recording._target_ == "arena_recording.hydra.RecorderCallback"
+    assert (
+        cfg.hydra.callbacks.arena_recording._target_
+        == "arena_recording.integrations.hydra_callback.RecorderCallback"
+    )
     assert cfg.variations.mass.sampler == {
         "type": "normal",
         "mean": 0.0,

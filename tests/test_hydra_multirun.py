@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from hydra_apps.runner import app_env, manifest, records, run_app
 
-from arena_recording.sweeps import EPISODES_CSV, EPISODES_JSONL, JOBS_CSV
+from arena_recording.analysis.sweeps import EPISODES_CSV, EPISODES_JSONL, JOBS_CSV
 
 FINAL_X = "+recorder.terms.final_x={func: my_pkg.metrics:final_x, params: {axis: 0}}"
 
@@ -107,7 +107,7 @@ def test_sweeping_the_recorder_group_without_the_callback_fails_loudly(tmp_path:
     assert not list(sweep.rglob("episodes.jsonl"))
 
     # the fix the message suggests
-    fix = "++hydra.callbacks.arena_recording._target_=arena_recording.hydra.RecorderCallback"
+    fix = "++hydra.callbacks.arena_recording._target_=arena_recording.integrations.hydra_callback.RecorderCallback"
     fixed = tmp_path / "fixed"
     proc = run_app("yaml_app.py", *overrides, fix, f"hydra.sweep.dir={fixed}")
     assert proc.returncode == 0, proc.stderr

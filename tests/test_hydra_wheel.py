@@ -157,11 +157,11 @@ def test_discovery_from_the_wheel_in_a_fresh_venv(wheel: Path, tmp_path: Path) -
     assert "pkg://hydra_plugins.arena_recording" in searchpath
 
     job = run(python, app, "+recorder=[core,variations]", "--cfg", "job", cwd=tmp_path)
-    assert "func: arena_recording.terms:core" in job
-    assert "func: arena_recording.terms:variations" in job
+    assert "func: arena_recording.core.terms:core" in job
+    assert "func: arena_recording.core.terms:variations" in job
 
     hydra = run(python, app, "+recorder=core", "--cfg", "hydra", cwd=tmp_path)
-    assert "_target_: arena_recording.hydra.RecorderCallback" in hydra
+    assert "_target_: arena_recording.integrations.hydra_callback.RecorderCallback" in hydra
 
     # the environment-wide callback does nothing (and imports no torch) without a recorder
     plain = run(python, app, f"hydra.run.dir={tmp_path / 'run'}", "+x=1", cwd=tmp_path)

@@ -11,9 +11,11 @@ from conftest import read_records
 
 pytest.importorskip("isaaclab", reason="the isaaclab extra is not installed")
 
-from arena_recording import isaaclab as il  # noqa: E402
+from arena_recording.core.session import Session  # noqa: E402
 from arena_recording.demo.slide_env import launch, make_env_cfg  # noqa: E402
-from arena_recording.session import Session  # noqa: E402
+from arena_recording.integrations import isaaclab_appliers as il  # noqa: E402
+from arena_recording.integrations.isaaclab_recording import env_episodes, instrument  # noqa: E402
+from arena_recording.integrations.isaaclab_variations import variation_event  # noqa: E402
 
 NUM_ENVS = 6
 FACTORS = {
@@ -49,9 +51,9 @@ def build_env(with_variations: bool = True):
     if with_variations:
         for key, ((low, high), apply, mode, _) in FACTORS.items():
             sampler = {"type": "uniform", "low": low, "high": high}
-            event = il.variation_event(key, sampler, apply=apply, asset="cube", mode=mode)
+            event = variation_event(key, sampler, apply=apply, asset="cube", mode=mode)
             setattr(cfg.events, key.replace(".", "_"), event)
-    return ManagerBasedRLEnv(il.instrument(cfg))
+    return ManagerBasedRLEnv(instrument(cfg))
 
 
 def read_back(env) -> dict[str, torch.Tensor]:
@@ -65,7 +67,7 @@ def test_recorded_values_are_the_values_in_the_simulation(app, tmp_path, recorde
         # right after a reset the start state and the model hold this episode's values
         values = read_back(env)
         for i in env_ids:
-            episode = int(il.env_episodes(env).identity.episode_in_env[i])
+            episode = int(env_episodes(env).identity.episode_in_env[i])
             applied[i, episode] = {k: float(v[i]) for k, v in values.items()}
 
     with Session(recorder_cfg, tmp_path):

@@ -9,17 +9,17 @@ import subprocess
 import sys
 import textwrap
 
-from arena_recording.sinks import JsonlSink
+from arena_recording.core.sinks import JsonlSink
 
 CHILD = textwrap.dedent(
     """
     import sys, gymnasium as gym, numpy as np
-    from arena_recording.gym import VariationsWrapper
-    from arena_recording.session import Session, active_session
-    from arena_recording.variations import build_variations
+    from arena_recording.integrations.gym_wrapper import VariationsWrapper
+    from arena_recording.core.session import Session, active_session
+    from arena_recording.core.variations import build_variations
 
-    cfg = {"terms": {"core": {"func": "arena_recording.terms:core"},
-                     "variations": {"func": "arena_recording.terms:variations"}}}
+    cfg = {"terms": {"core": {"func": "arena_recording.core.terms:core"},
+                     "variations": {"func": "arena_recording.core.terms:variations"}}}
     with Session(cfg, sys.argv[1]):
         variations = build_variations({"gravity": {"sampler": {"type": "uniform", "low": 5, "high": 15}}})
         env = VariationsWrapper(gym.make_vec("CartPole-v1", 64, vectorization_mode="sync"), variations)

@@ -10,14 +10,14 @@ import pytest
 import torch
 from conftest import read_records
 
-from arena_recording.episodes import EpisodeEnd, EpisodeIdentity
-from arena_recording.recorder import DrawError
-from arena_recording.records import EncodeError
-from arena_recording.sampling import ChoiceCfg, NormalCfg, UniformCfg
-from arena_recording.session import Session, active_session
-from arena_recording.sinks import JsonlSink
-from arena_recording.terms import EpisodeBatch
-from arena_recording.variations import VariationBase, VariationCfg
+from arena_recording.core.encoding import EncodeError
+from arena_recording.core.episodes import EpisodeEnd, EpisodeIdentity
+from arena_recording.core.recorder import DrawError
+from arena_recording.core.sampling import ChoiceCfg, NormalCfg, UniformCfg
+from arena_recording.core.session import Session, active_session
+from arena_recording.core.sinks import JsonlSink
+from arena_recording.core.terms import EpisodeBatch
+from arena_recording.core.variations import VariationBase, VariationCfg
 
 SEED = 11
 

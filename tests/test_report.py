@@ -12,9 +12,9 @@ import sys
 import pytest
 from PIL import Image
 
-from arena_recording.analysis import load
+from arena_recording.analysis.load import load
+from arena_recording.analysis.report import REPORT_NAME, render_report, write_report
 from arena_recording.cli import main
-from arena_recording.report import REPORT_NAME, render_report, write_report
 
 CHROMIUM = shutil.which("chromium")
 PNG = re.compile(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"')

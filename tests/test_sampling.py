@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from arena_recording.sampling import (
+from arena_recording.core.sampling import (
     BernoulliCfg,
     ChoiceCfg,
     ConstantCfg,
@@ -15,7 +15,7 @@ from arena_recording.sampling import (
     UniformCfg,
     sampler_cfg,
 )
-from arena_recording.variations import VariationBase, VariationCfg, observe_variations
+from arena_recording.core.variations import VariationBase, VariationCfg, observe_variations
 
 N = 20_000
 

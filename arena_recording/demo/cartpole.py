@@ -22,9 +22,9 @@ import numpy as np
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from arena_recording.core.variations import build_variations
 from arena_recording.demo.console import Tally
-from arena_recording.gym import VariationsWrapper
-from arena_recording.variations import build_variations
+from arena_recording.integrations.gym_wrapper import VariationsWrapper
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from arena_recording.session import active_session
+from arena_recording.core.session import active_session
 
 
 class Tally:

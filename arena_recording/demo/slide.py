@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from arena_recording.demo.console import Tally
 
-ISAACLAB = "arena_recording.isaaclab"
+ISAACLAB = "arena_recording.integrations.isaaclab_appliers"
 CONFIG: dict[str, Any] = {
     "seed": 0,
     "num_envs": 16,
@@ -56,7 +56,8 @@ def evaluate(cfg: DictConfig) -> Tally:
     with launch(device=cfg.env.device):
         from isaaclab.envs import ManagerBasedRLEnv
 
-        from arena_recording import isaaclab as il
+        from arena_recording.integrations.isaaclab_recording import env_episodes, instrument
+        from arena_recording.integrations.isaaclab_variations import variation_event
 
         env_cfg = make_env_cfg(
             cfg.num_envs,
@@ -67,9 +68,9 @@ def evaluate(cfg: DictConfig) -> Tally:
         )
         variations = OmegaConf.to_container(cfg.variations, resolve=True)
         for key, spec in variations.items():
-            setattr(env_cfg.events, f"variation_{key}", il.variation_event(key, **spec))
-        env = ManagerBasedRLEnv(il.instrument(env_cfg))
-        identity = il.env_episodes(env).identity
+            setattr(env_cfg.events, f"variation_{key}", variation_event(key, **spec))
+        env = ManagerBasedRLEnv(instrument(env_cfg))
+        identity = env_episodes(env).identity
         identity.set_quota(cfg.eval.num_episodes)
         env.reset()
         actions = torch.zeros(cfg.num_envs, 0, device=env.device)

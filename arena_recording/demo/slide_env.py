@@ -8,7 +8,7 @@ With friction ``mu`` and speed ``v`` it slides ``v**2 / (2 * mu * g)``; its mass
 The env has no meaningful action (the action space has zero dimensions): pass
 ``torch.zeros(num_envs, 0)`` to ``env.step``.
 
-Physical factors are set per env with the appliers of ``arena_recording.isaaclab`` (root
+Physical factors are set per env with the appliers of ``arena_recording.integrations.isaaclab_appliers`` (root
 velocity and position offset, mass, friction, gravity); model changes reach the solver at the
 next physics step.
 
@@ -47,7 +47,8 @@ from isaaclab.sim import SimulationCfg
 from isaaclab.utils import configclass
 from isaaclab_newton.physics import MJWarpSolverCfg, NewtonCfg
 
-from arena_recording.isaaclab import env_ids_tensor, root_position_offset, root_velocity
+from arena_recording.integrations.isaaclab_appliers import root_position_offset, root_velocity
+from arena_recording.integrations.isaaclab_recording import env_ids_tensor
 
 # --- scene parameters (metres, kilograms, seconds; positions relative to each env origin) ----
 PLATFORM_SIZE: tuple[float, float, float] = (2.0, 0.5, 0.1)

@@ -19,8 +19,8 @@ from __future__ import annotations
 from hydra.core.config_search_path import ConfigSearchPath, SearchPathQuery
 from hydra.plugins.search_path_plugin import SearchPathPlugin
 
-from arena_recording.configs import register_configs
-from arena_recording.hydra import register_resolvers
+from arena_recording.integrations.hydra_callback import register_resolvers
+from arena_recording.integrations.hydra_configs import register_configs
 
 PROVIDER = "arena-recording"
 CONF_PATH = "pkg://arena_recording.conf"

@@ -12,8 +12,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from arena_recording.gym import VariationsWrapper
-from arena_recording.hydra import variations_from_config
+from arena_recording.integrations.gym_wrapper import VariationsWrapper
+from arena_recording.integrations.hydra_callback import variations_from_config
 
 
 def evaluate(cfg: Any) -> int:

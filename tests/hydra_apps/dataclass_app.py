@@ -6,7 +6,7 @@ import hydra
 from cartpole import evaluate
 from hydra.core.config_store import ConfigStore
 
-from arena_recording.configs import RecorderConf, UniformConf, VariationConf
+from arena_recording.integrations.hydra_configs import RecorderConf, UniformConf, VariationConf
 
 
 @dataclass

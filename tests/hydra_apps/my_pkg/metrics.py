@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from arena_recording.terms import EpisodeBatch
+from arena_recording.core.terms import EpisodeBatch
 
 
 def final_x(batch: EpisodeBatch, axis: int = 0) -> list[float]:

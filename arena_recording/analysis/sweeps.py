@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from arena_recording.sinks import write_atomic
+from arena_recording.core.sinks import write_atomic
 
 EPISODES_CSV = "sweep_episodes.csv"
 EPISODES_JSONL = "sweep_episodes.jsonl"

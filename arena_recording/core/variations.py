@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from arena_recording.sampling import (
+from arena_recording.core.sampling import (
     BernoulliCfg,
     ChoiceCfg,
     Listener,

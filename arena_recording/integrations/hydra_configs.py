@@ -20,7 +20,7 @@ An app whose primary config is a dataclass rejects new top-level keys, so it dec
     from dataclasses import dataclass
     from typing import Optional
 
-    from arena_recording.configs import RecorderConf
+    from arena_recording.integrations.hydra_configs import RecorderConf
 
     @dataclass
     class EvalConf:

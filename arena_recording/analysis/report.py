@@ -1,7 +1,7 @@
 """HTML reports: one self-contained page per run or sweep, with its plots embedded as PNG.
 
 The page holds the success rate with its Wilson interval, the data-quality warnings, the
-factor ranking (``arena_recording.analysis.sensitivity``) with its plain-language summary, the
+factor ranking (``arena_recording.analysis.load.sensitivity``) with its plain-language summary, the
 success rate against each factor in bins over the manifest's bounds, the factor schema, and,
 for a sweep, a comparison of its jobs. It has no external resources: it can be mailed,
 archived or opened from a CI artifact as it is.
@@ -32,7 +32,7 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
-from arena_recording.analysis import (
+from arena_recording.analysis.load import (
     CONF_LEVEL,
     DUMMY,
     METHOD_NAMES,
@@ -47,7 +47,7 @@ from arena_recording.analysis import (
     sensitivity,
     success_rate,
 )
-from arena_recording.sinks import write_atomic
+from arena_recording.core.sinks import write_atomic
 
 REPORT_NAME = "report.html"
 MAX_JOB_SERIES = 4  # more jobs than this: factor plots show the pooled episodes only

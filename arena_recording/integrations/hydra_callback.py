@@ -24,8 +24,8 @@ Per job, ``on_job_start`` checks the config and starts a ``Session`` writing ``e
 and ``manifest.json`` into ``hydra.runtime.output_dir``; ``on_job_end`` finishes it as
 completed or failed. Ctrl-C and SIGTERM skip ``on_job_end``; the session then finishes its
 manifest as interrupted on exit. ``on_multirun_end`` writes the sweep table
-(``arena_recording.sweeps``; ``arena-recording merge SWEEP_DIR`` does the same by hand).
-With ``recorder.report=true`` both also write an HTML report (``arena_recording.report``;
+(``arena_recording.analysis.sweeps``; ``arena-recording merge SWEEP_DIR`` does the same by hand).
+With ``recorder.report=true`` both also write an HTML report (``arena_recording.analysis.report``;
 ``arena-recording report DIR`` by hand).
 
 Hydra turns exceptions raised in callbacks into warnings and runs the task anyway. A job that
@@ -36,7 +36,7 @@ that names the config key and stops the process.
 
 Only a ``recorder`` node of type ``RecorderConf`` (what ``recorder/*.yaml`` produce) switches
 recording on; an app's unrelated ``recorder`` key is left alone. An app whose primary config is
-a dataclass declares the field, and ``+recorder=core`` fills it (``arena_recording.configs``)::
+a dataclass declares the field, and ``+recorder=core`` fills it (``arena_recording.integrations.hydra_configs``)::
 
     @dataclass
     class EvalConf:
@@ -59,11 +59,11 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from arena_recording.configs import RecorderConf, TermConf
+from arena_recording.integrations.hydra_configs import RecorderConf, TermConf
 
 if TYPE_CHECKING:
-    from arena_recording.session import Session
-    from arena_recording.variations import VariationBase
+    from arena_recording.core.session import Session
+    from arena_recording.core.variations import VariationBase
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ def recorder_node(config: DictConfig) -> DictConfig | None:
 def _checked_terms(recorder: dict[str, Any]) -> None:
     """Check every term against ``TermConf`` and resolve the enabled ones, so that an error
     names its config key; the terms are replaced by their checked form."""
-    from arena_recording.terms import resolve_term
+    from arena_recording.core.terms import resolve_term
 
     terms = recorder.get("terms") or {}
     for name, term in terms.items():
@@ -140,7 +140,7 @@ def _variation_fields(spec: Any, name: str) -> dict[str, Any]:
 
 def check_variations(config: DictConfig) -> None:
     """Validate the sampler and scope of every variation under a ``variations`` key."""
-    from arena_recording.variations import VariationCfg
+    from arena_recording.core.variations import VariationCfg
 
     plain = OmegaConf.to_container(config, resolve=False)
     for top in ("hydra", "recorder"):
@@ -162,7 +162,7 @@ def variations_from_config(node: Any) -> list[VariationBase]:
 
     Build them inside the task: while a session is active they subscribe to it.
     """
-    from arena_recording.variations import build_variations
+    from arena_recording.core.variations import build_variations
 
     if node is None:
         return []
@@ -193,7 +193,7 @@ def start_session(config: DictConfig) -> Session | None:
     node = recorder_node(config)
     if node is None:
         return None
-    from arena_recording.session import Session
+    from arena_recording.core.session import Session
 
     recorder = OmegaConf.to_container(node, resolve=True, throw_on_missing=True)
     _checked_terms(recorder)
@@ -239,7 +239,7 @@ class RecorderCallback(Callback):
             _write_report(session.output_dir)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from arena_recording.sweeps import merge_sweep
+        from arena_recording.analysis.sweeps import merge_sweep
 
         sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
         if sweep_dir.is_dir():
@@ -252,7 +252,7 @@ class RecorderCallback(Callback):
 def _write_report(path: Path) -> None:
     """``recorder.report=true``: the HTML report; a failure is logged and never fails the job."""
     try:
-        from arena_recording.report import write_report
+        from arena_recording.analysis.report import write_report
 
         log.info("arena-recording: report written to %s", write_report(path))
     except ImportError as err:
@@ -282,7 +282,7 @@ def _require_callback(*, _root_: DictConfig) -> str:
             "it, so nothing would be recorded. Hydra builds callbacks from the master config, "
             "which leaves out swept config groups (-m +recorder=a,b), and the environment "
             "default that registers the callback (hydra/env=default) is not in use. Add "
-            "'++hydra.callbacks.arena_recording._target_=arena_recording.hydra.RecorderCallback'"
+            "'++hydra.callbacks.arena_recording._target_=arena_recording.integrations.hydra_callback.RecorderCallback'"
             " to the command line."
         )
     return "1"

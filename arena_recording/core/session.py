@@ -32,12 +32,12 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any, Self
 
-from arena_recording.episodes import EpisodeIdentity
-from arena_recording.recorder import EpisodeRecorder
-from arena_recording.records import SCHEMA_VERSION
-from arena_recording.sinks import JsonlSink, write_json_atomic
-from arena_recording.terms import TermCfg, resolve_term
-from arena_recording.variations import VariationBase, observe_variations
+from arena_recording.core.encoding import SCHEMA_VERSION
+from arena_recording.core.episodes import EpisodeIdentity
+from arena_recording.core.recorder import EpisodeRecorder
+from arena_recording.core.sinks import JsonlSink, write_json_atomic
+from arena_recording.core.terms import TermCfg, resolve_term
+from arena_recording.core.variations import VariationBase, observe_variations
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class RecorderCfg:
     ``terms`` maps a term name to its config; ``fsync`` forces every batch to disk (at most one
     fsync per reset batch); ``resume`` appends to an existing recording in the output dir
     instead of refusing to touch it; ``report`` asks the Hydra callback for an HTML report
-    (``arena_recording.report``) when the job, and the multirun, ends.
+    (``arena_recording.analysis.report``) when the job, and the multirun, ends.
     """
 
     terms: dict[str, Any] = field(default_factory=dict)

@@ -31,8 +31,8 @@ from hydra import compose, initialize, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
-from arena_recording.hydra import variation_keys
-from arena_recording.sampling import SAMPLER_TYPES
+from arena_recording.core.sampling import SAMPLER_TYPES
+from arena_recording.integrations.hydra_callback import variation_keys
 
 GROUP = "recorder"
 

@@ -23,14 +23,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from arena_recording.episodes import EpisodeEnd, EpisodeIdentity
-from arena_recording.records import SCHEMA_VERSION, encode_lines, encode_tree
-from arena_recording.sampling import Draw, Scope
-from arena_recording.terms import EpisodeBatch, Term
-from arena_recording.variations import VariationBase
+from arena_recording.core.encoding import SCHEMA_VERSION, encode_lines, encode_tree
+from arena_recording.core.episodes import EpisodeEnd, EpisodeIdentity
+from arena_recording.core.sampling import Draw, Scope
+from arena_recording.core.terms import EpisodeBatch, Term
+from arena_recording.core.variations import VariationBase
 
 if TYPE_CHECKING:
-    from arena_recording.sinks import JsonlSink
+    from arena_recording.core.sinks import JsonlSink
 
 IDENTITY_FIELDS = (
     "schema_version",

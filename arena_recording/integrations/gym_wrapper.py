@@ -27,10 +27,10 @@ import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode, VectorEnv, VectorWrapper
 
-from arena_recording.episodes import EpisodeEnd, EpisodeIdentity
-from arena_recording.sampling import Scope
-from arena_recording.session import active_session
-from arena_recording.variations import VariationBase
+from arena_recording.core.episodes import EpisodeEnd, EpisodeIdentity
+from arena_recording.core.sampling import Scope
+from arena_recording.core.session import active_session
+from arena_recording.core.variations import VariationBase
 
 TERMINATIONS = ("terminated", "truncated")
 

@@ -42,7 +42,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from arena_recording.sweeps import (
+from arena_recording.analysis.sweeps import (
     JOB_COLUMNS,
     JobRecording,
     SweepTable,

@@ -1,0 +1,1 @@
+"""Reading recordings back: loading, data quality, factor sensitivity, the HTML report."""

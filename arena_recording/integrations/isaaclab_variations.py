@@ -1,0 +1,113 @@
+"""Isaac Lab adapter, variations: event terms that draw through our samplers and apply values.
+
+Each variation is an event term: it draws for the episode open in each env and applies the
+values with an applier (``arena_recording.integrations.isaaclab_appliers``). The event mode
+gives the scope: startup draws once per env at build, reset once per episode, interval at the
+episode step of each draw. Configs hold plain data only (managers deep-copy them).
+
+Example::
+
+    env_cfg.events.cube_mass = variation_event(
+        "cube.mass", {"type": "uniform", "low": 0.5, "high": 5.0}, apply=mass, asset="cube"
+    )
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from isaaclab.envs import ManagerBasedEnv
+from isaaclab.managers import EventTermCfg, ManagerTermBase, SceneEntityCfg
+
+from arena_recording.core.sampling import Scope
+from arena_recording.core.terms import import_func
+from arena_recording.core.variations import VariationBase, VariationCfg
+from arena_recording.integrations.isaaclab_appliers import Applier
+from arena_recording.integrations.isaaclab_recording import EnvIds, env_episodes, env_ids_tensor
+
+_SCOPES = {"startup": Scope.BUILD, "reset": Scope.EPISODE, "interval": Scope.INTERVAL}
+
+
+class VariationEvent(ManagerTermBase):
+    """An event term that draws one variation for the open episodes and applies it.
+
+    The scope follows the event mode: ``startup`` draws once per env at build, ``reset`` once
+    per episode, ``interval`` at the episode step of each draw. With ``apply=None`` the value
+    is drawn and recorded but applied to nothing (a control factor for analysis).
+    """
+
+    def __init__(self, cfg: EventTermCfg, env: ManagerBasedEnv) -> None:
+        super().__init__(cfg, env)
+        params = cfg.params
+        if cfg.mode not in _SCOPES:
+            raise ValueError(
+                f"variation {params['key']!r}: event mode {cfg.mode!r} is not one of {list(_SCOPES)}"
+            )
+        self.variation = VariationBase(
+            VariationCfg(
+                key=params["key"],
+                sampler=params["sampler"],
+                scope=_SCOPES[cfg.mode],
+                enabled=params.get("enabled", True),
+            )
+        )
+        apply = params.get("apply")
+        try:
+            self._apply = import_func(apply) if isinstance(apply, str) else apply
+        except ValueError as err:
+            raise ValueError(f"variation {params['key']!r}: apply: {err}") from None
+        self._asset_cfg = SceneEntityCfg(params.get("asset") or "")
+        if params.get("asset"):
+            self._asset_cfg.resolve(env.scene)
+        self._episodes = env_episodes(env)
+
+    def __call__(
+        self,
+        env: ManagerBasedEnv,
+        env_ids: EnvIds,
+        key: str,
+        sampler: Any,
+        apply: str | Applier | None = None,
+        asset: str | None = None,
+        enabled: bool = True,
+    ) -> None:
+        if not self.variation.enabled:
+            return
+        ids = env_ids_tensor(env, env_ids)
+        identity = self._episodes.identity
+        if self.variation.scope is Scope.EPISODE:
+            self._episodes.advance(ids)
+        values = self.variation.sample(
+            ids,
+            seed=env.cfg.seed or 0,
+            episode_in_env=identity.episode_in_env[ids],
+            step=env.episode_length_buf[ids] if self.variation.scope is Scope.INTERVAL else None,
+            device=env.device,
+        )
+        if self._apply is not None:
+            self._apply(env, ids, values, self._asset_cfg)
+
+
+def variation_event(
+    key: str,
+    sampler: dict[str, Any],
+    *,
+    apply: str | Applier | None,
+    asset: str | None = None,
+    mode: str = "reset",
+    enabled: bool = True,
+    interval_range_s: tuple[float, float] | None = None,
+) -> EventTermCfg:
+    """An ``EventTermCfg`` for a variation (plain data only: configs get deep-copied)."""
+    return EventTermCfg(
+        func=VariationEvent,
+        mode=mode,
+        interval_range_s=interval_range_s,
+        params={
+            "key": key,
+            "sampler": dict(sampler),
+            "apply": apply,
+            "asset": asset,
+            "enabled": enabled,
+        },
+    )
