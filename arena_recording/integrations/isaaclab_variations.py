@@ -22,7 +22,15 @@ from isaaclab.managers import EventTermCfg, ManagerTermBase, SceneEntityCfg
 from arena_recording.core.sampling import Scope
 from arena_recording.core.terms import import_func
 from arena_recording.core.variations import VariationBase, VariationCfg
-from arena_recording.integrations.isaaclab_appliers import Applier
+from arena_recording.errors import ConfigError
+from arena_recording.integrations.isaaclab_appliers import (
+    Applier,
+    Write,
+    claim,
+    needs_asset,
+    selection,
+    writes,
+)
 from arena_recording.integrations.isaaclab_recording import EnvIds, env_episodes, env_ids_tensor
 
 _SCOPES = {"startup": Scope.BUILD, "reset": Scope.EPISODE, "interval": Scope.INTERVAL}
@@ -56,10 +64,30 @@ class VariationEvent(ManagerTermBase):
             self._apply = import_func(apply) if isinstance(apply, str) else apply
         except ValueError as err:
             raise ValueError(f"variation {params['key']!r}: apply: {err}") from None
-        self._asset_cfg = SceneEntityCfg(params.get("asset") or "")
-        if params.get("asset"):
-            self._asset_cfg.resolve(env.scene)
+        self._asset_cfg = self._selection(env, params)
+        if self._apply is not None and self.variation.enabled:
+            written = writes(self._apply, env, self._asset_cfg)
+            if written is not None:
+                quantity, items = written
+                writer = f"variation {params['key']!r}"
+                claim(env, Write(writer, cfg.mode, self._asset_cfg.name or None, quantity, items))
         self._episodes = env_episodes(env)
+
+    def _selection(self, env: ManagerBasedEnv, params: dict[str, Any]) -> SceneEntityCfg:
+        """The asset and its bodies or joints; an applier that writes an asset needs one."""
+        key, asset = params["key"], params.get("asset")
+        if not asset:
+            if self._apply is not None and needs_asset(self._apply):
+                name = getattr(self._apply, "__name__", repr(self._apply))
+                raise ConfigError(key, f"applier {name!r} writes into a scene asset: give asset")
+            return SceneEntityCfg("")
+        names = list(env.scene.keys())
+        if asset not in names:
+            raise ConfigError(key, f"asset {asset!r} is not in the scene: {names}")
+        try:
+            return selection(env, asset, bodies=params.get("bodies"), joints=params.get("joints"))
+        except ValueError as err:
+            raise ConfigError(key, f"asset {asset!r}: {err}") from None
 
     def __call__(
         self,
@@ -69,6 +97,8 @@ class VariationEvent(ManagerTermBase):
         sampler: Any,
         apply: str | Applier | None = None,
         asset: str | None = None,
+        bodies: str | list[str] | None = None,
+        joints: str | list[str] | None = None,
         enabled: bool = True,
     ) -> None:
         if not self.variation.enabled:
@@ -94,11 +124,17 @@ def variation_event(
     *,
     apply: str | Applier | None,
     asset: str | None = None,
+    bodies: str | list[str] | None = None,
+    joints: str | list[str] | None = None,
     mode: str = "reset",
     enabled: bool = True,
     interval_range_s: tuple[float, float] | None = None,
 ) -> EventTermCfg:
-    """An ``EventTermCfg`` for a variation (plain data only: configs get deep-copied)."""
+    """An ``EventTermCfg`` for a variation (plain data only: configs get deep-copied).
+
+    ``bodies`` / ``joints`` (names or regexes, as Isaac Lab's ``SceneEntityCfg``) select what
+    the applier writes; by default every body or joint of ``asset``.
+    """
     return EventTermCfg(
         func=VariationEvent,
         mode=mode,
@@ -108,6 +144,8 @@ def variation_event(
             "sampler": dict(sampler),
             "apply": apply,
             "asset": asset,
+            "bodies": bodies,
+            "joints": joints,
             "enabled": enabled,
         },
     )
