@@ -174,6 +174,12 @@ class Quantity:
     def read(self, env: ManagerBasedEnv, asset_cfg: SceneEntityCfg) -> torch.Tensor:
         return self.read_all(env, asset_cfg)[:, self.items(env, asset_cfg)].clone()
 
+    def item_names(self, env: ManagerBasedEnv, asset_cfg: SceneEntityCfg) -> list[str]:
+        """Names of the selected bodies or joints."""
+        asset = env.scene[asset_cfg.name]
+        names = asset.joint_names if self.items is _joints else asset.body_names
+        return [names[i] for i in self.items(env, asset_cfg).tolist()]
+
     def default(self, env: ManagerBasedEnv, asset_cfg: SceneEntityCfg) -> torch.Tensor:
         full = _default(env, self.name, asset_cfg.name, lambda: self.read_all(env, asset_cfg))
         return full[:, self.items(env, asset_cfg)]
