@@ -105,7 +105,7 @@ def test_without_a_session_nothing_is_added_and_draws_are_the_same(app, tmp_path
         recorded = read_back(env)
         env.close()
     env = build_env()
-    assert "arena_recording" not in env.recorder_manager.active_terms
+    assert "arena_recording" not in env.event_manager.active_terms["startup"]
     env.reset()
     assert all(torch.equal(recorded[k], v) for k, v in read_back(env).items())
     env.close()

@@ -1,35 +1,68 @@
-"""Isaac Lab adapter, recording: the episode identity of an env and the recorder term.
+"""Isaac Lab adapter, recording: the episode identity of an env and the hook that records it.
 
-Recording goes through Isaac Lab's own ``RecorderManager``: the term closes episodes in
-``record_pre_reset`` (length from ``episode_length_buf``, terminated / truncated and the
-termination term that fired are still intact there) and writes nothing to Isaac Lab's own
-episode buffers. Live objects stay on the env and the manager terms, never in configs
-(managers deep-copy those).
+Recording must leave the task alone. Isaac Lab's own ``RecorderManager`` does not: with any
+recorder term active, every step computes the observations a second time, and with
+observation noise on that shifts the torch random stream the task's events draw from. So the
+recorder hooks the env instance instead: ``instrument`` adds one ``startup`` event term whose
+constructor (run while the env is built, before any startup event draws) binds the env to the
+active session and wraps that env's ``_reset_idx`` and ``close``. Before each reset the hook
+closes the episodes being reset, while ``episode_length_buf`` and the outcome (termination
+manager, or ``reset_terminated`` / ``reset_time_outs`` of a ``DirectRLEnv``) are intact;
+nothing else runs per step and no random number is drawn.
+
+Outcome per record: ``terminated`` / ``truncated`` as the env reports them; ``termination``
+names every termination term that fired, joined with ``+`` in the task's term order
+(``"torso_height+time_out"``), ``None`` if none fired (an episode cut by ``env.reset()`` or
+``env.close()``). A ``DirectRLEnv`` has no termination terms: its two outcomes act as terms
+named ``terminated`` and ``time_out``.
+
+Success (``success_terms``): the termination terms whose firing counts as success. By
+default the term named ``success`` when the task has one (Isaac Lab's own convention), else
+there is no success column. Isaac Lab's locomotion and classic tasks (Ant, Humanoid,
+Cartpole) count survival as success: their ``success_rate`` metric is the fraction of
+episodes that timed out; ``success_terms=("time_out",)`` records the same. The names are
+checked in ``instrument()``, against the task's termination terms.
 
 Example (the one line that instruments an env cfg)::
 
     env = ManagerBasedRLEnv(instrument(env_cfg))  # records only while a session is active
+    env = gym.make("Isaac-Ant", cfg=instrument(env_cfg, success_terms=("time_out",)))
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
-from isaaclab.envs import ManagerBasedEnv, ManagerBasedRLEnv, ManagerBasedRLEnvCfg
-from isaaclab.managers import RecorderTerm, RecorderTermCfg
-from isaaclab.managers.recorder_manager import DatasetExportMode, RecorderManagerBaseCfg
+from isaaclab.envs import DirectRLEnv, DirectRLEnvCfg, ManagerBasedEnv, ManagerBasedRLEnvCfg
+from isaaclab.managers import EventTermCfg, ManagerTermBase, TerminationTermCfg
 from isaaclab.utils import configclass
 
 from arena_recording.core.episodes import EpisodeEnd, EpisodeIdentity
-from arena_recording.core.session import active_session
+from arena_recording.core.recorder import EpisodeRecorder
+from arena_recording.core.session import Session, active_session
+from arena_recording.errors import ArenaRecordingError, ConfigError
+
+log = logging.getLogger(__name__)
 
 EnvIds = torch.Tensor | Sequence[int] | slice | None
+RLEnv = ManagerBasedEnv | DirectRLEnv
+
+HOOK_TERM = "arena_recording"
+"""Name of the event term ``instrument`` adds to ``env_cfg.events``."""
+DIRECT_OUTCOMES = ("terminated", "time_out")
+"""The termination names of a ``DirectRLEnv`` (its ``reset_terminated`` / ``reset_time_outs``)."""
+MAX_JOINED_TERMS = 12
+"""Up to this many termination terms, ``termination`` names every term that fired (one name per
+combination, 2**n - 1 of them); with more, it names the first that fired."""
 
 _ATTRIBUTE = "_arena_recording_episodes"
 
 
-def env_ids_tensor(env: ManagerBasedEnv, env_ids: EnvIds) -> torch.Tensor:
+def env_ids_tensor(env: RLEnv, env_ids: EnvIds) -> torch.Tensor:
     """Env ids as a long tensor on the env's device (Isaac Lab passes None, slices, lists)."""
     if env_ids is None or isinstance(env_ids, slice):
         return torch.arange(env.num_envs, device=env.device)[env_ids or slice(None)]
@@ -39,12 +72,12 @@ def env_ids_tensor(env: ManagerBasedEnv, env_ids: EnvIds) -> torch.Tensor:
 class EnvEpisodes:
     """The episode identity of one env, advanced exactly once per reset.
 
-    Whoever sees a reset first (the recorder term before it, or the first variation event
+    Whoever sees a reset first (the recording hook before it, or the first variation event
     during it) advances the identity; ``episode_length_buf`` is still intact at both points.
     Draws are therefore the same with recording on or off.
     """
 
-    def __init__(self, env: ManagerBasedEnv) -> None:
+    def __init__(self, env: RLEnv) -> None:
         self.env = env
         self.identity = EpisodeIdentity(env.num_envs, env.device)
         self._advanced_at = torch.full((env.num_envs,), -1, dtype=torch.long, device=env.device)
@@ -60,8 +93,10 @@ class EnvEpisodes:
         self._advanced_at.index_fill_(0, env_ids, step)
 
 
-def env_episodes(env: ManagerBasedEnv) -> EnvEpisodes:
-    """The ``EnvEpisodes`` of ``env``, created on first use and kept on the env itself."""
+def env_episodes(env: Any) -> EnvEpisodes:
+    """The ``EnvEpisodes`` of ``env`` (or of the Isaac Lab env inside a gymnasium wrapper),
+    created on first use and kept on the env itself."""
+    env = env.unwrapped
     episodes = getattr(env, _ATTRIBUTE, None)
     if episodes is None:
         episodes = EnvEpisodes(env)
@@ -69,89 +104,203 @@ def env_episodes(env: ManagerBasedEnv) -> EnvEpisodes:
     return episodes
 
 
-class EpisodeRecorderTerm(RecorderTerm):
-    """Closes episodes into the active session before each reset; returns nothing to Isaac Lab."""
+# --- termination names and success -----------------------------------------------------------
 
-    def __init__(self, cfg: EpisodeRecorderTermCfg, env: ManagerBasedRLEnv) -> None:
+
+def termination_names(env_cfg: ManagerBasedRLEnvCfg | DirectRLEnvCfg) -> list[str]:
+    """The termination terms of the task, in the order its termination manager keeps them."""
+    if isinstance(env_cfg, DirectRLEnvCfg):
+        return list(DIRECT_OUTCOMES)
+    terms = env_cfg.terminations
+    items = terms.items() if isinstance(terms, dict) else vars(terms).items()
+    return [name for name, term in items if isinstance(term, TerminationTermCfg)]
+
+
+def resolve_success_terms(names: Sequence[str], success_terms: Sequence[str] | None) -> list[str]:
+    """``success_terms`` checked against the task's termination ``names``; by default the
+    term ``success`` when there is one, else none (no success column)."""
+    if success_terms is None:
+        return ["success"] if "success" in names else []
+    if isinstance(success_terms, str):
+        success_terms = [success_terms]
+    unknown = [n for n in success_terms if n not in names]
+    if unknown:
+        raise ConfigError(
+            "success_terms",
+            f"{unknown} are not termination terms of this task, which has {list(names)}. "
+            "Isaac Lab's locomotion and classic tasks count survival as success: "
+            "success_terms=['time_out'].",
+        )
+    return list(success_terms)
+
+
+def joined_names(names: Sequence[str]) -> list[str]:
+    """Names of every non-empty combination of ``names``, indexed by bit mask minus one."""
+    return [
+        "+".join(itertools.compress(names, ((mask >> i) & 1 for i in range(len(names)))))
+        for mask in range(1, 2 ** len(names))
+    ]
+
+
+class _Outcome:
+    """How the episodes of a reset batch ended: one column per termination name."""
+
+    def __init__(self, env: RLEnv, names: Sequence[str], success_terms: Sequence[str]) -> None:
+        self.env = env
+        self.names = list(names)
+        self.joined = len(self.names) <= MAX_JOINED_TERMS
+        self.record_names = joined_names(self.names) if self.joined else self.names
+        self._bits = 2 ** torch.arange(len(self.names), device=env.device)
+        self._success = [self.names.index(n) for n in success_terms] or None
+
+    def fired(self, ids: torch.Tensor) -> torch.Tensor:
+        """(len(ids), len(names)) booleans: which terms fired for each env."""
+        if isinstance(self.env, DirectRLEnv):
+            return torch.stack([self.env.reset_terminated[ids], self.env.reset_time_outs[ids]], 1)
+        manager = self.env.termination_manager
+        return torch.stack([manager.get_term(name)[ids] for name in self.names], dim=1)
+
+    def end(self, ids: torch.Tensor, length: torch.Tensor) -> EpisodeEnd:
+        fired = self.fired(ids)
+        if self.joined:
+            termination = (fired.long() * self._bits).sum(1) - 1
+        else:
+            termination = torch.where(fired.any(1), fired.int().argmax(1), -1)
+        if isinstance(self.env, DirectRLEnv):
+            terminated, truncated = fired[:, 0], fired[:, 1]
+        else:
+            manager = self.env.termination_manager
+            terminated, truncated = manager.terminated[ids], manager.time_outs[ids]
+        return EpisodeEnd(
+            env_ids=ids,
+            length=length,
+            terminated=terminated,
+            truncated=truncated,
+            termination=termination,
+            success=None if self._success is None else fired[:, self._success].any(1),
+        )
+
+
+# --- the hook --------------------------------------------------------------------------------
+
+
+class EnvRecording:
+    """Records the episodes of one Isaac Lab env into ``session`` by wrapping, on this env
+    instance only, ``_reset_idx`` (close the episodes being reset, then reset) and ``close``
+    (end the running episodes as aborted records, then close). With ``finish_session`` the
+    session finishes when the env closes (Isaac Lab's compose-only entry points)."""
+
+    def __init__(
+        self,
+        env: RLEnv,
+        session: Session,
+        *,
+        success_terms: Sequence[str],
+        finish_session: bool = False,
+    ) -> None:
+        self.env = env
+        self.session = session
+        self.finish_session = finish_session
+        self.episodes = env_episodes(env)
+        names = termination_names(env.cfg)
+        self.outcome = _Outcome(env, names, resolve_success_terms(names, success_terms))
+        self.recorder: EpisodeRecorder | None = session.bind(
+            self.episodes.identity,
+            seed=env.cfg.seed or 0,
+            env=env,
+            termination_names=self.outcome.record_names,
+        )
+        self._reset_idx: Callable[..., Any] = env._reset_idx
+        self._close: Callable[[], None] = env.close
+        env._reset_idx = self.reset_idx
+        env.close = self.close
+
+    def reset_idx(self, env_ids: EnvIds, *args: Any, **kwargs: Any) -> Any:
+        """Close the episodes of ``env_ids`` into the session, then run the env's reset."""
+        if self.recorder is not None:
+            ids = env_ids_tensor(self.env, env_ids)
+            self.recorder.close(self.outcome.end(ids, self.episodes.lengths(ids)))
+            self.episodes.advance(ids)
+        return self._reset_idx(env_ids, *args, **kwargs)
+
+    def detach(self) -> None:
+        """End the running episodes as aborted records and stop recording this env."""
+        if self.recorder is None:
+            return
+        ids = torch.arange(self.env.num_envs, device=self.env.device)
+        none = torch.zeros_like(ids, dtype=torch.bool)
+        end = EpisodeEnd(ids, self.episodes.lengths(ids), none, none, torch.full_like(ids, -1))
+        self.recorder.close(end)
+        self.session.unbind(self.recorder)
+        self.recorder = None
+        if self.finish_session:
+            self.session.finish("completed")
+
+    def close(self) -> None:
+        """The env is closing: detach, then close it."""
+        self.detach()
+        self._close()
+
+
+class RecordingHook(ManagerTermBase):
+    """The ``startup`` event term ``instrument`` adds: building it attaches ``EnvRecording``.
+
+    Isaac Lab builds class event terms while the env is built, before the startup events run,
+    so draws at build are recorded too. Calling it does nothing.
+    """
+
+    def __init__(self, cfg: EventTermCfg, env: RLEnv) -> None:
         super().__init__(cfg, env)
         session = active_session()
         if session is None:
-            raise RuntimeError("EpisodeRecorderTerm needs an active recording session")
-        self._session = session
-        self._episodes = env_episodes(env)
-        self._success_terms = tuple(cfg.success_terms)
-        self._names: list[str] | None = None
-        self.recorder = session.bind(self._episodes.identity, seed=env.cfg.seed or 0, env=env)
-
-    def _termination_names(self) -> list[str]:
-        """Resolved on first use: the termination manager is built after the recorder."""
-        if self._names is None:
-            names = list(self._env.termination_manager.active_terms)
-            unknown = [n for n in self._success_terms if n not in names]
-            if unknown:
-                raise ValueError(
-                    f"success terms {unknown} are not termination terms of this env: {names}"
-                )
-            self._names = names
-            self.recorder.set_termination_names(names)
-        return self._names
-
-    def record_pre_reset(self, env_ids: Sequence[int] | None) -> tuple[None, None]:
-        ids = env_ids_tensor(self._env, env_ids)
-        manager = self._env.termination_manager
-        names = self._termination_names()
-        fired = torch.stack([manager.get_term(name)[ids] for name in names], dim=1)
-        termination = torch.where(fired.any(1), fired.int().argmax(1), -1)
-        success = fired[:, [names.index(n) for n in self._success_terms]].any(1)
-        self.recorder.close(
-            EpisodeEnd(
-                env_ids=ids,
-                length=self._episodes.lengths(ids),
-                terminated=manager.terminated[ids],
-                truncated=manager.time_outs[ids],
-                termination=termination,
-                success=success,
+            raise ArenaRecordingError(
+                "this env cfg was instrumented for recording, but no recording session is "
+                "active while the env is built; build the env inside the session"
             )
-        )
-        self._episodes.advance(ids)
-        return None, None
+        self.recording = EnvRecording(env, session, **cfg.params)
 
-    def close(self, file_path: str | None = None) -> None:
-        """The env is closing: its running episodes end as aborted records."""
-        if self.recorder is None:
-            return
-        ids = torch.arange(self._env.num_envs, device=self._env.device)
-        none = torch.zeros_like(ids, dtype=torch.bool)
-        self.recorder.close(
-            EpisodeEnd(ids, self._episodes.lengths(ids), none, none, torch.full_like(ids, -1))
-        )
-        self._session.unbind(self.recorder)
-        self.recorder = None
+    def __call__(
+        self,
+        env: RLEnv,
+        env_ids: EnvIds,
+        success_terms: Sequence[str] = (),
+        finish_session: bool = False,
+    ) -> None:
+        return None
 
 
 @configclass
-class EpisodeRecorderTermCfg(RecorderTermCfg):
-    class_type: type[RecorderTerm] = EpisodeRecorderTerm
-    success_terms: tuple[str, ...] = ("success",)
-    """Termination terms whose firing counts as success (Isaac Lab's own convention: success)."""
+class _RecordingEventsCfg:
+    """``events`` of a ``DirectRLEnvCfg`` that has none: only the recording hook."""
 
 
 def instrument(
-    env_cfg: ManagerBasedRLEnvCfg, *, success_terms: Sequence[str] = ("success",)
-) -> ManagerBasedRLEnvCfg:
-    """Add the episode recorder term to ``env_cfg`` if a session is active; else do nothing.
+    env_cfg: ManagerBasedRLEnvCfg | DirectRLEnvCfg,
+    *,
+    success_terms: Sequence[str] | None = None,
+    finish_session: bool = False,
+) -> ManagerBasedRLEnvCfg | DirectRLEnvCfg:
+    """Add the recording hook to ``env_cfg`` if a session is active; else do nothing.
 
-    Other recorder terms already configured are kept; when ours is the only one, Isaac Lab's
-    own dataset export is turned off so that no HDF5 file is written.
+    ``success_terms`` are checked here against the task's termination terms (a ``ConfigError``
+    naming them); ``finish_session`` finishes the session when the env closes.
     """
-    if active_session() is None:
+    session = active_session()
+    if session is None:
         return env_cfg
-    recorders = env_cfg.recorders
-    if not isinstance(recorders, RecorderManagerBaseCfg):
-        raise TypeError(f"env_cfg.recorders must be a RecorderManagerBaseCfg, got {recorders!r}")
-    has_terms = any(isinstance(v, RecorderTermCfg) for v in vars(recorders).values())
-    if not has_terms:
-        recorders.dataset_export_mode = DatasetExportMode.EXPORT_NONE
-        recorders.export_in_record_pre_reset = False
-    recorders.arena_recording = EpisodeRecorderTermCfg(success_terms=tuple(success_terms))
+    if not isinstance(env_cfg, ManagerBasedRLEnvCfg | DirectRLEnvCfg):
+        raise ConfigError(
+            "env_cfg",
+            f"recording needs a ManagerBasedRLEnvCfg or DirectRLEnvCfg, got {type(env_cfg).__name__}",
+        )
+    success = resolve_success_terms(termination_names(env_cfg), success_terms)
+    if env_cfg.events is None:
+        env_cfg.events = _RecordingEventsCfg()
+    hook = EventTermCfg(
+        func=RecordingHook,
+        mode="startup",
+        params={"success_terms": success, "finish_session": finish_session},
+    )
+    setattr(env_cfg.events, HOOK_TERM, hook)
+    log.info("arena-recording: the env built from this cfg records into %s", session.output_dir)
     return env_cfg
