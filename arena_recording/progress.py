@@ -1,4 +1,4 @@
-"""What the demo evaluations print: a progress bar while they run, where the records are after."""
+"""What evaluations print: a progress bar while they run, the success rate and where the records are after."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ class Tally:
         print(f"success rate {rate:.3f} over {self.finished} episodes")
         session = active_session()
         if session is None:
-            print("recording is off; add '+recorder=[core,variations]' to record every episode")
+            print("recording is off; add +recorder=default to record every episode")
         else:
             print(f"records: {session.records_path}")
             print(f"manifest: {session.manifest_path}")

@@ -1,0 +1,178 @@
+"""Evaluate a policy on a registered Isaac Lab task: exactly N episodes, recording on with one override.
+
+A Hydra app. Each env gets a fixed quota of episodes (they differ by at most one), so the
+evaluation does not over-weight short episodes; every started episode inside a quota is
+finished. At the end it prints the success rate, the factor ranking and the report's path.
+
+    python -m arena_recording.evaluate +recorder=default                  # the sliding-cube task
+    python -m arena_recording.evaluate +recorder=default num_episodes=2000 seed=3
+    python -m arena_recording.evaluate +recorder=default task=Isaac-Cartpole-v0 \\
+        variations=none policy=logs/rsl_rl/cartpole/exported/policy.pt
+    python -m arena_recording.evaluate -m +recorder=default variations.friction.sampler.high=0.3,0.6
+
+``policy`` is ``zero``, ``random`` or a TorchScript / ONNX file as Isaac Lab's ``play`` scripts
+export it (``arena_recording.integrations.isaaclab_policies``). ``variations`` is a config group:
+``slide`` (the default task's factors) or ``none``; add your own under ``variations.<key>``.
+On ``device=cpu`` the task runs kit-less with Newton / MuJoCo-Warp (no Isaac Sim needed).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import hydra
+import torch
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from arena_recording.core.config import RecorderCfg
+from arena_recording.core.session import active_session
+from arena_recording.progress import Tally
+
+log = logging.getLogger(__name__)
+
+APPLIERS = "arena_recording.integrations.isaaclab_appliers"
+SLIDE_VARIATIONS: dict[str, Any] = {
+    "speed": {
+        "sampler": {"type": "uniform", "low": 0.5, "high": 4.5},
+        "apply": f"{APPLIERS}:root_velocity",
+        "asset": "cube",
+    },
+    "friction": {
+        "sampler": {"type": "uniform", "low": 0.1, "high": 0.6},
+        "apply": f"{APPLIERS}:friction",
+        "asset": "cube",
+    },
+    "mass": {
+        "sampler": {"type": "uniform", "low": 0.2, "high": 5.0},
+        "apply": f"{APPLIERS}:mass",
+        "asset": "cube",
+    },
+    # applied to nothing: a factor with no effect, a control for the ranking
+    "light": {"sampler": {"type": "uniform", "low": 500.0, "high": 3000.0}, "apply": None},
+}
+
+
+@dataclass
+class EvaluateCfg:
+    """The evaluation: which task, how many envs and episodes, which policy, which seed."""
+
+    defaults: list[Any] = field(default_factory=lambda: [{"variations": "slide"}, "_self_"])
+    task: str = "Arena-Slide-v0"
+    num_envs: int = 64
+    num_episodes: int = 512
+    policy: str = "zero"
+    seed: int = 0
+    device: str = "cpu"
+    variations: Any = MISSING
+    rank: bool = True
+    """Print the factor ranking at the end (needs the analysis extra and a recording)."""
+    recorder: RecorderCfg | None = None
+    """Filled by ``+recorder=default``: what to record (``arena_recording.core.config``)."""
+
+
+def register() -> None:
+    """Store the app's configs (idempotent: Hydra may import this module more than once)."""
+    store = ConfigStore.instance()
+    store.store(name="evaluate", node=EvaluateCfg)
+    store.store(group="variations", name="slide", node=SLIDE_VARIATIONS)
+    store.store(group="variations", name="none", node={})
+
+
+def _kit_less(env_cfg: Any, device: str) -> None:
+    """On the CPU, run the task with Newton / MuJoCo-Warp and no CUDA graph (no Isaac Sim)."""
+    if device != "cpu":
+        return
+    from isaaclab_newton.physics import MJWarpSolverCfg, NewtonCfg
+
+    physics = env_cfg.sim.physics
+    if not isinstance(physics, NewtonCfg):
+        env_cfg.sim.physics = physics = NewtonCfg(solver_cfg=MJWarpSolverCfg())
+    physics.use_cuda_graph = False
+
+
+def _success_terms(env: Any) -> list[str]:
+    """The task's ``success`` termination when it has one (Isaac Lab's convention), else none."""
+    manager = getattr(env, "termination_manager", None)
+    return ["success"] if manager and "success" in manager.active_terms else []
+
+
+def evaluate(cfg: DictConfig) -> Tally:
+    """Run exactly ``cfg.num_episodes`` episodes of ``cfg.task`` under ``cfg.policy``."""
+    from arena_recording.demo.slide_env import launch
+
+    with launch(device=cfg.device):
+        import gymnasium as gym
+        import isaaclab_tasks  # noqa: F401  (registers Isaac Lab's tasks)
+        from isaaclab_tasks.utils.parse_cfg import load_cfg_from_registry
+
+        import arena_recording.demo  # noqa: F401  (registers Arena-Slide-v0)
+        from arena_recording.integrations.isaaclab_policies import load_policy
+        from arena_recording.integrations.isaaclab_recording import env_episodes, instrument
+        from arena_recording.integrations.isaaclab_variations import variation_event
+
+        env_cfg = load_cfg_from_registry(cfg.task, "env_cfg_entry_point")
+        env_cfg.scene.num_envs = cfg.num_envs
+        env_cfg.seed = cfg.seed
+        env_cfg.sim.device = cfg.device
+        _kit_less(env_cfg, cfg.device)
+        for key, spec in OmegaConf.to_container(cfg.variations, resolve=True).items():
+            setattr(env_cfg.events, f"variation_{key}", variation_event(key, **spec))
+        env = gym.make(cfg.task, cfg=instrument(env_cfg)).unwrapped
+        identity = env_episodes(env).identity
+        identity.set_quota(cfg.num_episodes)
+        obs, _ = env.reset(seed=cfg.seed)
+        policy = load_policy(
+            cfg.policy,
+            num_actions=env.action_manager.total_action_dim,
+            device=cfg.device,
+            seed=cfg.seed,
+        )
+        success = _success_terms(env)
+        tally = Tally(cfg.num_episodes)
+        while not identity.quota_met():
+            counted = identity.in_quota()
+            obs, _, terminated, truncated, _ = env.step(policy(obs["policy"]))
+            ended = (terminated | truncated) & counted
+            if ended.any():
+                won = [env.termination_manager.get_term(name) for name in success]
+                won = torch.stack(won).any(0) & ended if won else torch.zeros_like(ended)
+                tally.add(int(ended.sum()), int(won.sum()))
+        env.close()
+    return tally
+
+
+def _print_ranking() -> None:
+    """The factor ranking and the report, from the records this job wrote."""
+    session = active_session()
+    if session is None:
+        return
+    try:
+        from arena_recording.analysis.load import load, sensitivity
+        from arena_recording.analysis.report import write_report
+    except ImportError as err:
+        log.warning("the factor ranking needs the analysis extra: %s", err)
+        return
+    recording = load(session.output_dir)
+    result = sensitivity(recording, outcome="success")
+    print(result.to_text())
+    print(result.summary())
+    print(f"report: {write_report(session.output_dir)}")
+
+
+register()
+
+
+@hydra.main(version_base=None, config_name="evaluate")
+def main(cfg: DictConfig) -> float:
+    tally = evaluate(cfg)
+    rate = tally.summary()
+    if cfg.rank:
+        _print_ranking()
+    return rate
+
+
+if __name__ == "__main__":
+    main()
