@@ -33,7 +33,7 @@ from arena_recording.integrations.isaaclab_appliers import (
 )
 from arena_recording.integrations.isaaclab_recording import EnvIds, env_episodes, env_ids_tensor
 
-_SCOPES = {"startup": Scope.BUILD, "reset": Scope.EPISODE, "interval": Scope.INTERVAL}
+_SCOPES = {"startup": Scope("build"), "reset": Scope("episode"), "interval": Scope("interval")}
 
 
 class VariationEvent(ManagerTermBase):
@@ -105,13 +105,15 @@ class VariationEvent(ManagerTermBase):
             return
         ids = env_ids_tensor(env, env_ids)
         identity = self._episodes.identity
-        if self.variation.scope is Scope.EPISODE:
+        if self.variation.scope is _SCOPES["reset"]:
             self._episodes.advance(ids)
         values = self.variation.sample(
             ids,
             seed=env.cfg.seed or 0,
             episode_in_env=identity.episode_in_env[ids],
-            step=env.episode_length_buf[ids] if self.variation.scope is Scope.INTERVAL else None,
+            step=env.episode_length_buf[ids]
+            if self.variation.scope is _SCOPES["interval"]
+            else None,
             device=env.device,
         )
         if self._apply is not None:
