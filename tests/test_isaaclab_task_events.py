@@ -25,6 +25,7 @@ from isaaclab_local_tasks import task_env_cfg  # noqa: E402
 
 from arena_recording.core.session import Session  # noqa: E402
 from arena_recording.demo.slide_env import launch  # noqa: E402
+from arena_recording.errors import ConfigError  # noqa: E402
 from arena_recording.integrations import isaaclab_appliers as il  # noqa: E402
 from arena_recording.integrations.isaaclab_recording import env_episodes, instrument  # noqa: E402
 from arena_recording.integrations.isaaclab_task_events import record_task_events  # noqa: E402
@@ -243,3 +244,45 @@ def test_two_writers_of_one_quantity_are_named_at_build(app):
     assert len(messages) == 1, messages
     assert "'reset_pole_position'" in messages[0] and "'pole.offset'" in messages[0]
     assert "joint_position of 'robot'" in messages[0]
+
+
+def test_replaced_terms_draw_the_same_distribution_reproducibly(app, tmp_path, recorder_cfg):
+    def starts(torch_seed: int, out) -> tuple[list, dict]:
+        torch.manual_seed(torch_seed)  # Isaac Lab's own terms would draw from this stream
+        applied = {}
+        with Session(recorder_cfg, out):
+            cfg = task_env_cfg("Isaac-Cartpole", num_envs=4, seed=5)
+            cfg.episode_length_s = 0.3
+            env = ManagerBasedRLEnv(
+                instrument(record_task_events(cfg, replace=True), success_terms=())
+            )
+            joints = il.selection(env, "robot", joints=["slider_to_cart", "cart_to_pole"])
+
+            def remember(ids):
+                pos = il.read(env, "joint_position", joints)
+                for i in ids:
+                    applied[episode(env, i)] = pos[i].tolist()
+
+            run(env, 40, remember)
+            env.close()
+        return read_records(out / "episodes.jsonl"), applied
+
+    first, applied = starts(0, tmp_path / "a")
+    second, _ = starts(1, tmp_path / "b")
+    assert len(first) >= 8
+    assert [r["variations"] for r in first] == [r["variations"] for r in second]
+    for r in first:
+        drawn = [r["variations"][f"events.{t}.joint_position"] for t in CARTPOLE_TERMS]
+        assert drawn == pytest.approx(applied[r["env_id"], r["episode_in_env"]])  # defaults 0
+        assert -math.pi / 4 <= drawn[1] <= math.pi / 4 and -1.0 <= drawn[0] <= 1.0
+    factors = json.loads((tmp_path / "a" / "manifest.json").read_text())["factors"]
+    pole = next(f for f in factors if f["key"] == "events.reset_pole_position.joint_position")
+    assert pole["distribution"] == "uniform" and pole["scope"] == "episode"
+
+
+def test_a_term_that_cannot_be_replaced_is_named(app):
+    cfg = ant_cfg(num_envs=2)
+    with pytest.raises(ConfigError, match="randomize_rigid_body_material cannot be replaced"):
+        record_task_events(cfg, replace=["material"])
+    with pytest.raises(ConfigError, match="'no_such_term'"):
+        record_task_events(cfg, replace=["no_such_term"])

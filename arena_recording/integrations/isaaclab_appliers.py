@@ -9,8 +9,9 @@ env, broadcast to the items, or ``items * components`` values per env.
 
 Each quantity has a reader (``read(env, "body_mass", asset_cfg)``): tests, users and the
 recording of a task's own randomization check that a record is what the simulation ran with.
-Scale and offset appliers start from the value the asset had before any applier wrote it, so
-repeated resets do not compound.
+Scale and offset appliers start from a default, so repeated resets do not compound: the
+asset's own default joint state for joint positions and velocities, else the value the asset
+had before any applier wrote it.
 
 Example::
 
@@ -170,6 +171,8 @@ class Quantity:
     """Values of every item of the asset, ``(num_envs, all items[, width])``."""
     write: Writer
     """Writes ``(n, selected items[, width])`` values for ``env_ids``."""
+    defaults: Callable[[ManagerBasedEnv, SceneEntityCfg], torch.Tensor] | None = None
+    """The asset's own defaults (joint state); else the value before the first applier wrote."""
 
     def read(self, env: ManagerBasedEnv, asset_cfg: SceneEntityCfg) -> torch.Tensor:
         return self.read_all(env, asset_cfg)[:, self.items(env, asset_cfg)].clone()
@@ -181,7 +184,10 @@ class Quantity:
         return [names[i] for i in self.items(env, asset_cfg).tolist()]
 
     def default(self, env: ManagerBasedEnv, asset_cfg: SceneEntityCfg) -> torch.Tensor:
-        full = _default(env, self.name, asset_cfg.name, lambda: self.read_all(env, asset_cfg))
+        if self.defaults is not None:
+            full = self.defaults(env, asset_cfg)
+        else:
+            full = _default(env, self.name, asset_cfg.name, lambda: self.read_all(env, asset_cfg))
         return full[:, self.items(env, asset_cfg)]
 
     def applier(self, operation: str) -> Applier:
@@ -399,6 +405,7 @@ QUANTITIES: dict[str, Quantity] = {
             _joints,
             _data("joint_pos"),
             _joint_writer("write_joint_position_to_sim_index", "position"),
+            _data("default_joint_pos"),
         ),
         Quantity(
             "joint_velocity",
@@ -406,6 +413,7 @@ QUANTITIES: dict[str, Quantity] = {
             _joints,
             _data("joint_vel"),
             _joint_writer("write_joint_velocity_to_sim_index", "velocity"),
+            _data("default_joint_vel"),
         ),
         _actuator_gain("actuator_stiffness", "stiffness"),
         _actuator_gain("actuator_damping", "damping"),
@@ -440,33 +448,10 @@ actuator_damping = QUANTITIES["actuator_damping"].applier("abs")
 actuator_damping_scale = QUANTITIES["actuator_damping"].applier("scale")
 
 
-def _joint_state_offset(field: str, default: str, method: str, argument: str) -> Applier:
-    def apply(
-        env: ManagerBasedEnv, env_ids: torch.Tensor, values: torch.Tensor, asset_cfg: SceneEntityCfg
-    ) -> None:
-        asset = env.scene[asset_cfg.name]
-        joints = _joints(env, asset_cfg)
-        rows = getattr(asset.data, default).torch[env_ids][:, joints] + per_item(
-            values.to(env.device), len(joints)
-        )
-        getattr(asset, method)(
-            **{argument: rows.contiguous()}, joint_ids=joints.int(), env_ids=env_ids.int()
-        )
-
-    apply.__name__ = f"{field}_offset"
-    apply.__doc__ = (
-        f"Initial {field} = the asset's default + offset (per selected joint); use at reset."
-    )
-    apply.quantity, apply.items = field, _joints  # type: ignore[attr-defined]
-    return apply
-
-
-joint_position_offset = _joint_state_offset(
-    "joint_position", "default_joint_pos", "write_joint_position_to_sim_index", "position"
-)
-joint_velocity_offset = _joint_state_offset(
-    "joint_velocity", "default_joint_vel", "write_joint_velocity_to_sim_index", "velocity"
-)
+joint_position_offset = QUANTITIES["joint_position"].applier("add")
+joint_position_scale = QUANTITIES["joint_position"].applier("scale")
+joint_velocity_offset = QUANTITIES["joint_velocity"].applier("add")
+joint_velocity_scale = QUANTITIES["joint_velocity"].applier("scale")
 
 
 # --- root state ------------------------------------------------------------------------------

@@ -11,6 +11,10 @@ recorded as the velocity change or wrench they applied. The factor schema comes 
 params: distribution, per-component bounds (a scale or offset applied to the asset's default),
 operation and the range as given.
 
+Opt-in alternative, ``record_task_events(env_cfg, replace=True)`` (or a list of term names):
+the term's draws come from our deterministic samplers of the same distribution instead of
+torch's stream, written by our appliers; reproducible per (seed, env, episode) and replayable.
+
 Two writers of one quantity at reset (two event terms, or an event term and a variation) are
 reported with a warning naming both when the env is built (``isaaclab_appliers.claim``).
 
@@ -23,7 +27,7 @@ Example::
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -36,9 +40,11 @@ from isaaclab.utils import math as math_utils
 from isaaclab.utils.string import string_to_callable
 
 from arena_recording.core.sampling import Draw, SamplerBase, Scope
-from arena_recording.core.variations import VariationBase
+from arena_recording.core.variations import VariationBase, build_variations
+from arena_recording.errors import ConfigError
 from arena_recording.integrations import isaaclab_appliers as il
 from arena_recording.integrations.isaaclab_recording import EnvIds, env_episodes, env_ids_tensor
+from arena_recording.integrations.isaaclab_variations import draw
 
 _SCOPES = {"startup": Scope("build"), "reset": Scope("episode"), "interval": Scope("interval")}
 _AXES = ("x", "y", "z", "roll", "pitch", "yaw")
@@ -391,6 +397,71 @@ _PROBES = {
 }
 """Isaac Lab's randomizing event terms whose draws are recorded."""
 
+_REPLACEMENTS: dict[Any, tuple[str | None, tuple[tuple[str, str, str], ...]]] = {
+    mdp_events.reset_joints_by_offset: (
+        "add",
+        (
+            ("joint_position", "position_range", "joint_position"),
+            ("joint_velocity", "velocity_range", "joint_velocity"),
+        ),
+    ),
+    mdp_events.reset_joints_by_scale: (
+        "scale",
+        (
+            ("joint_position", "position_range", "joint_position"),
+            ("joint_velocity", "velocity_range", "joint_velocity"),
+        ),
+    ),
+    mdp_events.randomize_rigid_body_mass: (
+        None,
+        (("mass", "mass_distribution_params", "body_mass"),),
+    ),
+    mdp_events.randomize_actuator_gains: (
+        None,
+        (
+            ("stiffness", "stiffness_distribution_params", "actuator_stiffness"),
+            ("damping", "damping_distribution_params", "actuator_damping"),
+        ),
+    ),
+    mdp_events.randomize_joint_parameters: (
+        None,
+        (
+            ("friction", "friction_distribution_params", "joint_friction"),
+            ("armature", "armature_distribution_params", "joint_armature"),
+        ),
+    ),
+}
+"""Terms ``record_task_events(replace=...)`` can replace: (operation, (factor, param, quantity)).
+The operation is the term's own ``operation`` param where it has one."""
+
+
+def _sampler(distribution: str, pair: Any, count: int) -> dict[str, Any]:
+    """Our sampler for Isaac Lab's ``distribution(pair)``, one independent draw per item."""
+    a, b = (float(v) if count == 1 else [float(v)] * count for v in pair)
+    if distribution == "gaussian":
+        return {"type": "normal", "mean": a, "std": b}
+    return {"type": distribution, "low": a, "high": b}
+
+
+def _replacement(
+    term: str, inner: Any, env: ManagerBasedEnv, cfg: EventTermCfg
+) -> list[tuple[VariationBase, il.Applier, SceneEntityCfg]]:
+    """Variations drawing what ``inner`` would draw, with the appliers that write the same."""
+    operation, factors = _REPLACEMENTS[inner]
+    p = cfg.params
+    asset_cfg = p["asset_cfg"]
+    draws = []
+    for name, key, quantity in factors:
+        if p.get(key) is None:
+            continue
+        q = il.QUANTITIES[quantity]
+        count = len(q.items(env, asset_cfg))
+        sampler = _sampler(p.get("distribution", "uniform"), p[key], count)
+        spec = {"sampler": sampler, "scope": _SCOPES[cfg.mode].value}
+        (variation,) = build_variations({f"events.{term}.{name}": spec})
+        draws.append((variation, q.applier(operation or p["operation"]), asset_cfg))
+    return draws
+
 
 # --- the wrapper term ------------------------------------------------------------------------
 
@@ -404,17 +475,25 @@ class TaskEventTerm(ManagerTermBase):
 
     wrapped: ClassVar[Any]
     term: ClassVar[str]
+    replaced: ClassVar[bool] = False
+    """Draw through our samplers and write with our appliers instead of running the term."""
 
     def __init__(self, cfg: EventTermCfg, env: ManagerBasedEnv) -> None:
         super().__init__(cfg, env)
         inner = self.wrapped
-        self._inner = inner(cfg=cfg, env=env) if inspect.isclass(inner) else inner
         self._mode = cfg.mode
         self._probes, written = _PROBES[inner](env, cfg.params)
-        self._factors = [
-            TaskFactor(f"events.{self.term}.{p.name}", _SCOPES[cfg.mode], p.shape, p.description)
-            for p in self._probes
-        ]
+        self._draws = _replacement(self.term, inner, env, cfg) if self.replaced else []
+        self._inner = None
+        self._factors = []
+        if not self.replaced:
+            self._inner = inner(cfg=cfg, env=env) if inspect.isclass(inner) else inner
+            self._factors = [
+                TaskFactor(
+                    f"events.{self.term}.{p.name}", _SCOPES[self._mode], p.shape, p.description
+                )
+                for p in self._probes
+            ]
         for w in written:
             writer = f"event term {self.term!r}"
             il.claim(env, il.Write(writer, cfg.mode, w.asset, w.quantity, w.items))
@@ -422,6 +501,10 @@ class TaskEventTerm(ManagerTermBase):
 
     def run(self, env: ManagerBasedEnv, env_ids: EnvIds, params: dict[str, Any]) -> None:
         ids = env_ids_tensor(env, env_ids)
+        if self.replaced:
+            for variation, apply, asset_cfg in self._draws:
+                apply(env, ids, draw(env, variation, ids), asset_cfg)
+            return
         before = [p.read(ids) if p.delta else None for p in self._probes]
         self._inner(env, env_ids, **params)
         if self._mode == "reset":
@@ -438,7 +521,7 @@ class TaskEventTerm(ManagerTermBase):
             self._inner.reset(env_ids)
 
 
-def _term_class(term: str, inner: Any) -> type[TaskEventTerm]:
+def _term_class(term: str, inner: Any, replaced: bool) -> type[TaskEventTerm]:
     """A ``TaskEventTerm`` for ``inner`` whose ``__call__`` has ``inner``'s signature."""
     signature = inspect.signature(inner.__call__ if inspect.isclass(inner) else inner)
     if not inspect.isclass(inner):
@@ -453,6 +536,7 @@ def _term_class(term: str, inner: Any) -> type[TaskEventTerm]:
     namespace = {
         "wrapped": staticmethod(inner),
         "term": term,
+        "replaced": replaced,
         "__call__": __call__,
         "__module__": __name__,
         "__qualname__": name,
@@ -467,20 +551,42 @@ def recordable(func: Any) -> bool:
     return func in _PROBES
 
 
-def record_task_events(env_cfg: Any) -> Any:
+def record_task_events(env_cfg: Any, *, replace: bool | Collection[str] = False) -> Any:
     """Wrap each of ``env_cfg.events``' recordable terms (startup, reset or interval mode).
 
-    The terms keep their params, modes and random draws; only ``func`` changes. Terms already
-    wrapped are left alone, so calling this twice is harmless. Returns ``env_cfg``.
+    The terms keep their params, modes and random draws; only ``func`` changes, and what they
+    wrote is recorded as ``events.<term>.<quantity>``. Terms already wrapped are left alone,
+    so calling this twice is harmless. Returns ``env_cfg``.
+
+    ``replace`` (``True`` for every term that can be, or term names) swaps a term's draws for
+    our deterministic samplers of the same distribution, written by our appliers on the same
+    bodies or joints: reproducible per (seed, env, episode) and replayable. Records then hold
+    the drawn offset, scale or value under the same key. Unlike Isaac Lab's terms, the values
+    are not clamped to joint limits or a minimum mass.
     """
     events = getattr(env_cfg, "events", None)
     if events is None:
         return env_cfg
     items = events.items() if isinstance(events, dict) else vars(events).items()
+    names = {term for term, _ in items}
+    if not isinstance(replace, bool) and set(replace) - names:
+        unknown = sorted(set(replace) - names)
+        raise ConfigError("replace", f"{unknown} are not event terms of this task: {sorted(names)}")
     for term, cfg in items:
         if not isinstance(cfg, EventTermCfg) or cfg.mode not in _SCOPES:
             continue
         func = string_to_callable(cfg.func) if isinstance(cfg.func, str) else cfg.func
-        if func in _PROBES:
-            cfg.func = _term_class(term, func)
+        if func not in _PROBES:
+            continue
+        swap = replace if isinstance(replace, bool) else term in replace
+        if swap and func not in _REPLACEMENTS:
+            if replace is True:
+                swap = False
+            else:
+                raise ConfigError(
+                    f"replace.{term}",
+                    f"{func.__name__} cannot be replaced; these can: "
+                    f"{sorted(f.__name__ for f in _REPLACEMENTS)}",
+                )
+        cfg.func = _term_class(term, func, swap)
     return env_cfg

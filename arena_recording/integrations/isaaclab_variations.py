@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from isaaclab.envs import ManagerBasedEnv
 from isaaclab.managers import EventTermCfg, ManagerTermBase, SceneEntityCfg
 
@@ -71,7 +72,6 @@ class VariationEvent(ManagerTermBase):
                 quantity, items = written
                 writer = f"variation {params['key']!r}"
                 claim(env, Write(writer, cfg.mode, self._asset_cfg.name or None, quantity, items))
-        self._episodes = env_episodes(env)
 
     def _selection(self, env: ManagerBasedEnv, params: dict[str, Any]) -> SceneEntityCfg:
         """The asset and its bodies or joints; an applier that writes an asset needs one."""
@@ -104,20 +104,24 @@ class VariationEvent(ManagerTermBase):
         if not self.variation.enabled:
             return
         ids = env_ids_tensor(env, env_ids)
-        identity = self._episodes.identity
-        if self.variation.scope is _SCOPES["reset"]:
-            self._episodes.advance(ids)
-        values = self.variation.sample(
-            ids,
-            seed=env.cfg.seed or 0,
-            episode_in_env=identity.episode_in_env[ids],
-            step=env.episode_length_buf[ids]
-            if self.variation.scope is _SCOPES["interval"]
-            else None,
-            device=env.device,
-        )
+        values = draw(env, self.variation, ids)
         if self._apply is not None:
             self._apply(env, ids, values, self._asset_cfg)
+
+
+def draw(env: ManagerBasedEnv, variation: VariationBase, ids: torch.Tensor) -> torch.Tensor:
+    """Draw ``variation`` for the episodes open in envs ``ids`` (opening them at a reset)."""
+    episodes = env_episodes(env)
+    if variation.scope is _SCOPES["reset"]:
+        episodes.advance(ids)
+    interval = variation.scope is _SCOPES["interval"]
+    return variation.sample(
+        ids,
+        seed=env.cfg.seed or 0,
+        episode_in_env=episodes.identity.episode_in_env[ids],
+        step=env.episode_length_buf[ids] if interval else None,
+        device=env.device,
+    )
 
 
 def variation_event(
