@@ -1,16 +1,16 @@
 """The ``arena-recording`` command.
 
-``merge`` builds the sweep tables of a Hydra multirun (see ``arena_recording.analysis.sweeps``); the
-recorder callback does it when a multirun ends, but Hydra skips that when a job failed::
+``merge`` builds the sweep tables of a Hydra multirun (see ``arena_recording.analysis.sweeps``);
+the recorder callback does it when a multirun ends, but Hydra skips that when a job failed::
 
     arena-recording merge multirun/2026-01-01/12-00-00
     arena-recording merge multirun/2026-01-01/12-00-00 --out tables/ --format csv
     python -m arena_recording.cli merge multirun/2026-01-01/12-00-00
 
 ``analyze`` ranks the factors of a run, a sweep or a records file by their effect on an outcome
-(``arena_recording.analysis.load``), ``report`` writes its HTML report (``arena_recording.analysis.report``),
-and ``catalog`` lists the variations and recorder terms an app exposes with their override
-paths (``arena_recording.integrations.hydra_catalog``)::
+(``arena_recording.analysis.sensitivity``), ``report`` writes its HTML report
+(``arena_recording.analysis.report``), and ``catalog`` lists the variations and recorder terms
+an app exposes with their override paths (``arena_recording.integrations.hydra_catalog``)::
 
     arena-recording analyze outputs/2026-01-01/12-00-00 --outcome success
     arena-recording analyze multirun/2026-01-01/12-00-00 --json
@@ -46,7 +46,8 @@ def _merge(args: argparse.Namespace) -> int:
 
 
 def _analyze(args: argparse.Namespace) -> int:
-    from arena_recording.analysis.load import load, sensitivity
+    from arena_recording.analysis.load import load
+    from arena_recording.analysis.sensitivity import sensitivity
 
     rec = load(args.path)
     for warning in rec.warnings:

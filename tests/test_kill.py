@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
 
+from arena_recording.core.format import read_manifest, read_records
 from arena_recording.core.sinks import JsonlSink
 
 CHILD = textwrap.dedent(
@@ -46,11 +46,11 @@ def test_sigkill_leaves_every_flushed_record_and_no_duplicates(tmp_path):
     assert child.returncode == -signal.SIGKILL
     text = (tmp_path / "episodes.jsonl").read_text()
     complete = text[: text.rfind("\n") + 1].splitlines()
-    records = [json.loads(line) for line in complete]
-    assert len(records) >= flushed
+    records, torn = read_records(tmp_path / "episodes.jsonl")
+    assert len(records) == len(complete) >= flushed and torn == (not text.endswith("\n"))
     assert [r["seq"] for r in records] == list(range(len(records)))
     assert len({r["episode_id"] for r in records}) == len(records)
-    assert json.loads((tmp_path / "manifest.json").read_text())["status"] == "running"
+    assert read_manifest(tmp_path / "manifest.json").status == "running"
     with JsonlSink(tmp_path / "episodes.jsonl"):
         pass  # reopening cuts a torn last line, if the kill left one
     assert (tmp_path / "episodes.jsonl").read_text() == "".join(f"{line}\n" for line in complete)

@@ -1,7 +1,7 @@
 """HTML reports: one self-contained page per run or sweep, with its plots embedded as PNG.
 
 The page holds the success rate with its Wilson interval, the data-quality warnings, the
-factor ranking (``arena_recording.analysis.load.sensitivity``) with its plain-language summary, the
+factor ranking (``arena_recording.analysis.sensitivity``) with its plain-language summary, the
 success rate against each factor in bins over the manifest's bounds, the factor schema, and,
 for a sweep, a comparison of its jobs. It has no external resources: it can be mailed,
 archived or opened from a CI artifact as it is.
@@ -32,20 +32,15 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
-from arena_recording.analysis.load import (
-    CONF_LEVEL,
+from arena_recording.analysis.factors import Factor
+from arena_recording.analysis.load import Recording, load
+from arena_recording.analysis.outcomes import CONF_LEVEL, binned, ended, job_table, success_rate
+from arena_recording.analysis.sensitivity import (
     DUMMY,
     METHOD_NAMES,
     PAWN_SLICES,
-    Factor,
-    Recording,
     Sensitivity,
-    binned,
-    ended,
-    job_table,
-    load,
     sensitivity,
-    success_rate,
 )
 from arena_recording.core.sinks import write_atomic
 
@@ -200,22 +195,21 @@ def _jobs_plot(jobs: pd.DataFrame, labels: list[str]) -> str:
 
 def _header(rec: Recording) -> str:
     manifests = rec.manifests
-    first = manifests[0] if manifests else {}
-    versions = first.get("versions") or {}
-    statuses = sorted({m.get("status", "?") for m in manifests})
+    versions = manifests[0].versions if manifests else {}
+    statuses = sorted({m.status for m in manifests})
     rows = [
         ("recording", str(rec.path)),
         ("kind", rec.kind + (f" of {len(rec.jobs)} jobs" if rec.kind == "sweep" else "")),
         ("episodes", len(rec.episodes)),
         ("status", ", ".join(statuses) or "unknown"),
-        ("started", min((m.get("started_at") or "" for m in manifests), default="")),
-        ("finished", max((m.get("finished_at") or "" for m in manifests), default="")),
-        ("seeds", ", ".join(sorted({str(m.get("seed")) for m in manifests}))),
-        ("envs", ", ".join(sorted({str(m.get("num_envs")) for m in manifests}))),
+        ("started", min((m.started_at or "" for m in manifests), default="")),
+        ("finished", max((m.finished_at or "" for m in manifests), default="")),
+        ("seeds", ", ".join(sorted({str(m.seed) for m in manifests}))),
+        ("envs", ", ".join(sorted({str(m.num_envs) for m in manifests}))),
         ("versions", ", ".join(f"{k} {v}" for k, v in versions.items())),
     ]
-    if rec.kind == "run":
-        rows.append(("overrides", " ".join((first.get("job") or {}).get("overrides") or [])))
+    if rec.kind == "run" and manifests:
+        rows.append(("overrides", " ".join(manifests[0].job.overrides)))
     return _table(None, rows)
 
 

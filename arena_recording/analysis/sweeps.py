@@ -19,7 +19,8 @@ or, from Python::
     table = merge_sweep("multirun/2026-01-01/12-00-00")
     print(table.episodes, table.paths)
 
-A torn last line (a job killed mid-write) is skipped and counted, never parsed.
+A torn last line (a job killed mid-write) is skipped and counted, never parsed. Manifests that
+other tools wrote under the same name are not ours and are left out.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from arena_recording.core.format import Manifest, find_manifests, read_records
 from arena_recording.core.sinks import write_atomic
 
 EPISODES_CSV = "sweep_episodes.csv"
@@ -45,21 +47,34 @@ class JobRecording:
     """One job dir of a sweep: its manifests (one per rank) and Hydra overrides."""
 
     dir: Path
-    manifests: list[dict[str, Any]]
+    manifests: list[Manifest]
     overrides: list[str]
     num: int | None
 
     @property
     def status(self) -> str:
-        statuses = {m.get("status", "unknown") for m in self.manifests}
-        for status in ("failed", "interrupted", "running", "completed"):
+        """The worst status of its ranks, or ``not recorded``."""
+        statuses = {m.status for m in self.manifests}
+        for status in ("failed", "interrupted", "running", "completed", "created"):
             if status in statuses:
                 return status
-        return "not recorded" if not self.manifests else statuses.pop()
+        return "not recorded"
 
     @property
     def error(self) -> str | None:
-        return next((m["error"] for m in self.manifests if m.get("error")), None)
+        return next((m.error for m in self.manifests if m.error), None)
+
+    def label(self, root: Path) -> str:
+        """How warnings and tables name it: ``job 3 (3)``, or ``run`` for the run dir itself."""
+        if self.dir == root:
+            return "run"
+        where = str(self.dir.relative_to(root))
+        return f"job {self.num} ({where})" if self.num is not None else where
+
+    @property
+    def episodes(self) -> int:
+        """The episodes its manifests count."""
+        return sum(m.counts.episodes for m in self.manifests)
 
 
 @dataclass
@@ -73,24 +88,6 @@ class SweepTable:
     paths: list[Path] = field(default_factory=list)
 
 
-def read_records(path: Path) -> tuple[list[dict[str, Any]], int]:
-    """The complete records of a JSONL file and how many torn lines were skipped."""
-    records, torn = [], 0
-    if not path.exists():
-        return records, torn
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if not line.endswith("\n"):
-                torn += 1  # a write cut short: never trust it
-                continue
-            if line.strip():
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError:
-                    torn += 1
-    return records, torn
-
-
 def parse_override(override: str) -> tuple[str, Any]:
     """``+a.b=1`` -> ``("a.b", 1)``; values that are not JSON stay strings (``core``)."""
     key, _, value = override.partition("=")
@@ -101,11 +98,10 @@ def parse_override(override: str) -> tuple[str, Any]:
         return key, value
 
 
-def _job_num(manifests: list[dict[str, Any]], job_dir: Path) -> int | None:
+def _job_num(manifests: list[Manifest], job_dir: Path) -> int | None:
     for manifest in manifests:
-        num = (manifest.get("job") or {}).get("num")
-        if num is not None:
-            return int(num)
+        if manifest.job.num is not None:
+            return manifest.job.num
     return int(job_dir.name) if job_dir.name.isdigit() else None
 
 
@@ -119,23 +115,23 @@ def _hydra_overrides(job_dir: Path) -> list[str] | None:
 
 
 def find_jobs(sweep_dir: str | os.PathLike[str]) -> list[JobRecording]:
-    """Every job dir under ``sweep_dir``: dirs with a manifest or a Hydra ``.hydra`` dir."""
+    """Every job dir under ``sweep_dir``: dirs with a manifest of ours or a Hydra ``.hydra``
+    dir."""
     root = Path(sweep_dir)
-    dirs: dict[Path, list[dict[str, Any]]] = {}
-    for path in sorted(root.rglob("*")):
+    dirs: dict[Path, list[Manifest]] = {}
+    for path in sorted({root, *(p for p in root.rglob("*") if p.is_dir())}):
         relative = path.relative_to(root).parts
         if any(part.startswith(".") for part in relative[:-1]):
             continue  # .submitit, .hydra: not job dirs
-        if path.name == ".hydra" and path.is_dir() and path.parent != root:
+        if path.name == ".hydra" and path.parent != root:
             dirs.setdefault(path.parent, [])
-        elif path.is_file() and path.name.startswith("manifest") and path.suffix == ".json":
-            dirs.setdefault(path.parent, []).append(json.loads(path.read_text()))
+        elif not relative or not relative[-1].startswith("."):
+            manifests = [manifest for _, manifest in find_manifests(path)]
+            if manifests:
+                dirs.setdefault(path, []).extend(manifests)
     jobs = []
     for job_dir, manifests in dirs.items():
-        overrides = next(
-            (m["job"]["overrides"] for m in manifests if (m.get("job") or {}).get("overrides")),
-            None,
-        )
+        overrides = next((m.job.overrides for m in manifests if m.job.overrides), None)
         if overrides is None:
             overrides = _hydra_overrides(job_dir) or []
         jobs.append(JobRecording(job_dir, manifests, list(overrides), _job_num(manifests, job_dir)))
@@ -166,7 +162,7 @@ def sweep_rows(table: SweepTable) -> Iterator[dict[str, Any]]:
             key, value = parse_override(override)
             head[f"override.{key}"] = value
         for manifest in job.manifests:
-            records, torn = read_records(job.dir / manifest.get("records", "episodes.jsonl"))
+            records, torn = read_records(job.dir / manifest.records)
             table.torn_lines += torn
             for record in records:
                 table.episodes += 1
@@ -237,7 +233,7 @@ def merge_sweep(
             "job_num": job.num,
             "job_dir": str(job.dir.relative_to(root)),
             "job_status": job.status,
-            "episodes": sum(int((m.get("counts") or {}).get("episodes", 0)) for m in job.manifests),
+            "episodes": job.episodes,
             "error": job.error,
             "overrides": " ".join(job.overrides),
         }

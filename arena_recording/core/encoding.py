@@ -21,8 +21,6 @@ from typing import Any
 import numpy as np
 import torch
 
-SCHEMA_VERSION = 1
-
 
 class EncodeError(ValueError):
     """A column that cannot be written as JSON; the message names it."""

@@ -23,24 +23,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from arena_recording.core.encoding import SCHEMA_VERSION, encode_lines, encode_tree
+from arena_recording.core.encoding import encode_lines, encode_tree
 from arena_recording.core.episodes import EpisodeEnd, EpisodeIdentity
+from arena_recording.core.format import IDENTITY_FIELDS, SCHEMA_VERSION
 from arena_recording.core.sampling import Draw, Scope
 from arena_recording.core.terms import EpisodeBatch, Term
 from arena_recording.core.variations import VariationBase
 
 if TYPE_CHECKING:
     from arena_recording.core.sinks import JsonlSink
-
-IDENTITY_FIELDS = (
-    "schema_version",
-    "run_id",
-    "rank",
-    "seq",
-    "episode_id",
-    "env_id",
-    "episode_in_env",
-)
 
 
 class DrawError(RuntimeError):

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -32,8 +31,17 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any, Self
 
-from arena_recording.core.encoding import SCHEMA_VERSION
 from arena_recording.core.episodes import EpisodeIdentity
+from arena_recording.core.format import (
+    Counts,
+    EnvInfo,
+    FactorSchema,
+    JobInfo,
+    Manifest,
+    manifest_name,
+    read_manifest,
+    records_name,
+)
 from arena_recording.core.recorder import EpisodeRecorder
 from arena_recording.core.sinks import JsonlSink, write_json_atomic
 from arena_recording.core.terms import TermCfg, resolve_term
@@ -138,16 +146,15 @@ class Session:
         self.output_dir = Path(output_dir).absolute()
         rank = process_rank()
         self.rank = rank or 0
-        suffix = "" if rank is None else f".rank{rank}"
-        self.records_path = self.output_dir / f"episodes{suffix}.jsonl"
-        self.manifest_path = self.output_dir / f"manifest{suffix}.json"
-        self.job = dict(job or {})
+        self.records_path = self.output_dir / records_name(rank)
+        self.manifest_path = self.output_dir / manifest_name(rank)
+        self.job = JobInfo.from_dict(_jsonable(dict(job or {})))
         self.run_id = uuid.uuid4().hex
         self.status = "created"
         self._variations: list[VariationBase] = []
         self._recorder: EpisodeRecorder | None = None
         self._counts: Counter[str] = Counter()
-        self._envs: list[dict[str, Any]] = []
+        self._envs: list[EnvInfo] = []
         self._started_at: str | None = None
         self._finished_at: str | None = None
         self._error: str | None = None
@@ -164,10 +171,10 @@ class Session:
                 "output dir, or set recorder.resume=true to append to it."
             )
         if self.manifest_path.exists():
-            previous = json.loads(self.manifest_path.read_text())
-            self.run_id = previous.get("run_id", self.run_id)
-            self._counts.update(previous.get("counts", {}))
-            self._start_seq = int(previous.get("counts", {}).get("episodes", 0))
+            previous = read_manifest(self.manifest_path)
+            self.run_id = previous.run_id
+            self._counts.update(previous.counts.to_counter())
+            self._start_seq = previous.counts.episodes
 
     # lifecycle -------------------------------------------------------------------------------
 
@@ -282,9 +289,7 @@ class Session:
         for variation in self._variations:
             recorder.track(variation)
         self._recorder = recorder
-        self._envs.append(
-            {"num_envs": identity.num_envs, "device": str(identity.device), "seed": seed}
-        )
+        self._envs.append(EnvInfo(identity.num_envs, str(identity.device), seed))
         self._write_manifest()
         return recorder
 
@@ -303,27 +308,27 @@ class Session:
             total.update(self._recorder.counts)
         return dict(total)
 
+    def manifest(self) -> Manifest:
+        """The manifest as it stands: what ``manifest.json`` holds after the next write."""
+        return Manifest(
+            run_id=self.run_id,
+            status=self.status,
+            records=self.records_path.name,
+            rank=self.rank,
+            error=self._error,
+            started_at=self._started_at,
+            finished_at=self._finished_at,
+            job=self.job,
+            versions=_versions(),
+            envs=list(self._envs),
+            factors=[FactorSchema.from_dict(_jsonable(v.schema())) for v in self._variations],
+            terms={term.name: _jsonable(term.describe()) for term in self.terms},
+            config=_jsonable(self.cfg),
+            counts=Counts.from_counter(self.counts()),
+        )
+
     def _write_manifest(self) -> None:
-        manifest = {
-            "schema_version": SCHEMA_VERSION,
-            "run_id": self.run_id,
-            "rank": self.rank,
-            "status": self.status,
-            "error": self._error,
-            "started_at": self._started_at,
-            "finished_at": self._finished_at,
-            "records": self.records_path.name,
-            "job": _jsonable(self.job),
-            "versions": _versions(),
-            "envs": self._envs,
-            "num_envs": self._envs[-1]["num_envs"] if self._envs else None,
-            "seed": self._envs[-1]["seed"] if self._envs else None,
-            "factors": [v.schema() for v in self._variations],
-            "terms": {term.name: term.describe() for term in self.terms},
-            "config": _jsonable(self.cfg),
-            "counts": self.counts(),
-        }
-        write_json_atomic(self.manifest_path, manifest)
+        write_json_atomic(self.manifest_path, self.manifest().to_dict())
 
 
 def _raise_system_exit(signum: int, frame: FrameType | None) -> None:

@@ -245,7 +245,7 @@ class RecorderCallback(Callback):
         if sweep_dir.is_dir():
             table = merge_sweep(sweep_dir)
             manifests = (m for job in table.jobs for m in job.manifests)
-            if any((m.get("config") or {}).get("report") for m in manifests):
+            if any(m.config.get("report") for m in manifests):
                 _write_report(sweep_dir)
 
 
