@@ -152,6 +152,24 @@ def ant_cfg(num_envs: int):
         interval_range_s=(0.1, 0.2),
         params={"velocity_range": {"x": (-1.0, 1.0), "y": (-1.0, 1.0)}},
     )
+    events.gains = EventTermCfg(
+        func=mdp.randomize_actuator_gains,
+        mode="startup",
+        params={
+            "asset_cfg": SceneEntityCfg("robot", joint_names=".*_foot"),
+            "damping_distribution_params": (0.5, 2.0),
+            "operation": "scale",
+        },
+    )
+    events.joint_parameters = EventTermCfg(
+        func=mdp.randomize_joint_parameters,
+        mode="startup",
+        params={
+            "asset_cfg": SceneEntityCfg("robot", joint_names=".*_leg"),
+            "armature_distribution_params": (0.01, 0.05),
+            "operation": "abs",
+        },
+    )
     events.shove = EventTermCfg(
         func=mdp.apply_external_force_torque,
         mode="reset",
@@ -197,6 +215,8 @@ def test_ant_material_mass_push_and_reset_events_are_recorded_as_the_simulation_
                 }
 
         run(env, 70, remember)
+        damping = il.read(env, "actuator_damping", il.selection(env, "robot", joints=".*_foot"))
+        armature = il.read(env, "joint_armature", il.selection(env, "robot", joints=".*_leg"))
         friction = il.shape_view("shape_material_mu")(env, feet)[:, shapes]
         restitution = il.shape_view("shape_material_restitution")(env, feet)[:, shapes]
         env.close()
@@ -214,6 +234,10 @@ def test_ant_material_mass_push_and_reset_events_are_recorded_as_the_simulation_
         assert v["events.material.friction"] == pytest.approx(friction[r["env_id"]].tolist())
         assert v["events.material.restitution"] == pytest.approx(restitution[r["env_id"]].tolist())
         assert v["events.torso_mass.mass"] == pytest.approx(float(default_mass[r["env_id"]]))
+        assert v["events.gains.damping"] == pytest.approx(damping[r["env_id"]].tolist())
+        assert v["events.joint_parameters.armature"] == pytest.approx(
+            armature[r["env_id"]].tolist()
+        )
         for push in v["events.push.velocity_change"]:
             assert 0 <= push["step"] <= r["length"]
             assert all(-1.0 <= c <= 1.0 for c in push["value"]) and push["value"] != [0.0, 0.0]
@@ -237,13 +261,22 @@ def test_two_writers_of_one_quantity_are_named_at_build(app):
         asset="robot",
         joints="cart_to_pole",
     )
+    cfg.events.gravity = variation_event(
+        "gravity", {"type": "uniform", "low": 8.0, "high": 12.0}, apply=il.gravity
+    )
+    cfg.events.task_gravity = EventTermCfg(
+        func=mdp.randomize_physics_scene_gravity,
+        mode="reset",
+        params={"gravity_distribution_params": ([0, 0, -12], [0, 0, -8]), "operation": "abs"},
+    )
     with pytest.warns(UserWarning) as caught:
         env = ManagerBasedRLEnv(record_task_events(cfg))
     env.close()
-    messages = [str(w.message) for w in caught if "both write" in str(w.message)]
-    assert len(messages) == 1, messages
-    assert "'reset_pole_position'" in messages[0] and "'pole.offset'" in messages[0]
+    messages = sorted(str(w.message) for w in caught if "both write" in str(w.message))
+    assert len(messages) == 2, messages
+    assert "event term 'reset_pole_position' (reset) and variation 'pole.offset'" in messages[0]
     assert "joint_position of 'robot'" in messages[0]
+    assert "variation 'gravity' (reset) and event term 'task_gravity'" in messages[1]
 
 
 def test_replaced_terms_draw_the_same_distribution_reproducibly(app, tmp_path, recorder_cfg):
