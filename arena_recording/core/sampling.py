@@ -25,7 +25,8 @@ from typing import Any, ClassVar
 
 import torch
 
-_MASK32 = 0xFFFFFFFF
+from arena_recording.core.philox import derive_key, philox_uniforms
+
 _BUILD_EPISODE = -1  # episode index used for build-time draws
 
 
@@ -57,27 +58,8 @@ Listener = Callable[[Draw], None]
 
 
 def stable_hash(text: str) -> int:
-    """A 32-bit hash of ``text`` that is the same in every process (unlike ``hash``)."""
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=4).digest(), "little")
-
-
-def _mix32(x: int) -> int:
-    """Avalanche a 32-bit integer (lowbias32)."""
-    x &= _MASK32
-    x ^= x >> 16
-    x = (x * 0x7FEB352D) & _MASK32
-    x ^= x >> 15
-    x = (x * 0x846CA68B) & _MASK32
-    return x ^ (x >> 16)
-
-
-def _mix32_(x: torch.Tensor) -> torch.Tensor:
-    """``_mix32`` in place on 32-bit values held in int64 (products wrap, low bits are exact)."""
-    x.bitwise_xor_(x >> 16)
-    x.mul_(0x7FEB352D).bitwise_and_(_MASK32)
-    x.bitwise_xor_(x >> 15)
-    x.mul_(0x846CA68B).bitwise_and_(_MASK32)
-    return x.bitwise_xor_(x >> 16)
+    """A 64-bit hash of ``text`` that is the same in every process (unlike ``hash``)."""
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
 
 
 def counter_uniforms(
@@ -90,24 +72,13 @@ def counter_uniforms(
 ) -> torch.Tensor:
     """Uniforms in the open interval (0, 1), float64, shape ``(len(env_ids), *shape)``.
 
-    Each element is hashed from its full counter, so adding envs, components or variations
-    never shifts the values of the others.
+    Philox4x32-10 keyed by ``(seed, key_hash)`` of the counter (env id, episode in env, draw
+    index, component): adding envs, components or variations never shifts the values of the
+    others, CPU and CUDA give the same bits, and a CUDA draw is one kernel with no host sync.
     """
-    n = env_ids.shape[0]
-    device = env_ids.device
-    numel = math.prod(shape)
-    base = _mix32(_mix32((seed & _MASK32) ^ key_hash) ^ ((seed >> 32) & _MASK32) ^ 0x5BD1E995)
-    h = _mix32_(env_ids.to(torch.int64).bitwise_xor(base))
-    episodes = torch.as_tensor(episode_in_env, device=device).to(torch.int64) & _MASK32
-    h = _mix32_(h.bitwise_xor_(episodes))
-    h = _mix32_(h.bitwise_xor_(torch.as_tensor(draw_index, device=device).to(torch.int64)))
-    component = torch.arange(numel, device=device, dtype=torch.int64)
-    hi = _mix32_(h.unsqueeze(1).bitwise_xor(component))
-    lo = _mix32_(hi.bitwise_xor(0x68E31DA4))
-    # 53 random bits -> centred on the grid so that 0 and 1 are never produced.
-    bits = ((hi >> 5) << 26) | (lo >> 6)
-    u = (bits.to(torch.float64) + 0.5) * (1.0 / 2**53)
-    return u.reshape(n, *shape)
+    key = derive_key(seed, key_hash)
+    u = philox_uniforms(key, env_ids, episode_in_env, draw_index, math.prod(shape))
+    return u.reshape(env_ids.shape[0], *shape)
 
 
 class SamplerBase(ABC):

@@ -1,0 +1,149 @@
+"""One episode-scope draw (3 components) for a reset batch: Philox uniforms against ``torch.rand``.
+
+Times each backend of :func:`arena_recording.core.philox.philox_uniforms` and ``torch.rand`` of
+the same shape and dtype (float64) in interleaved rounds and reports medians; on CUDA also the
+kernels and host synchronizations one draw costs, and whether CUDA gives the CPU's bits.
+
+    python benchmarks/bench_draws.py                  # CPU: numpy and eager torch
+    python benchmarks/bench_draws.py --backends numpy eager compiled   # + inductor C++ (slow)
+    python benchmarks/bench_draws.py --device cuda    # eager and compiled (one fused kernel)
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+import warnings
+from collections.abc import Callable
+
+import torch
+
+from arena_recording.core.philox import derive_key, philox_uniforms
+from arena_recording.core.sampling import stable_hash
+
+COMPONENTS = 3
+KEY = derive_key(seed=0, key_hash=stable_hash("object.pose"))
+
+
+def _batch(envs: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """A reset batch: every env, each in some episode."""
+    env_ids = torch.arange(envs, device=device)
+    return env_ids, (env_ids * 7919) % 113
+
+
+def _variants(envs: int, device: str, backends: list[str]) -> dict[str, Callable[[], object]]:
+    env_ids, episodes = _batch(envs, device)
+    variants: dict[str, Callable[[], object]] = {
+        "torch.rand": lambda: torch.rand(envs, COMPONENTS, dtype=torch.float64, device=device)
+    }
+    for backend in backends:
+        variants[f"philox {backend}"] = lambda b=backend: philox_uniforms(
+            KEY, env_ids, episodes, 0, COMPONENTS, backend=b
+        )
+    return variants
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def _first_calls(variants: dict[str, Callable[[], object]], device: str) -> dict[str, float]:
+    """Seconds of each variant's first call (compilation for ``compiled``)."""
+    first = {}
+    for name, fn in variants.items():
+        _sync(device)
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        first[name] = time.perf_counter() - start
+    return first
+
+
+def _medians(
+    variants: dict[str, Callable[[], object]], device: str, rounds: int
+) -> dict[str, float]:
+    """Median seconds per call from start until the result is ready, rounds interleaved."""
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, fn in variants.items():
+            _sync(device)
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def _kernels(fn: Callable[[], object], calls: int = 10) -> float:
+    """CUDA kernels and copies per call, from the profiler's device-side activity."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            fn()
+        torch.cuda.synchronize()
+    device_events = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    return len(device_events) / calls
+
+
+def _syncs(fn: Callable[[], object], calls: int = 10) -> float:
+    """Host synchronizations per call, as ``torch.cuda.set_sync_debug_mode('warn')`` sees them."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            for _ in range(calls):
+                fn()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message) for w in caught) / calls
+
+
+def _same_bits_as_cpu(envs: int) -> bool:
+    env_ids, episodes = _batch(envs, "cuda")
+    cpu = philox_uniforms(KEY, env_ids.cpu(), episodes.cpu(), 0, COMPONENTS)
+    return all(
+        torch.equal(philox_uniforms(KEY, env_ids, episodes, 0, COMPONENTS, backend=b).cpu(), cpu)
+        for b in ("eager", "compiled")
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--envs", type=int, nargs="+", default=[45, 4096])
+    parser.add_argument("--rounds", type=int, default=300)
+    parser.add_argument("--backends", nargs="+", default=None)
+    args = parser.parse_args()
+    device = args.device
+    backends = args.backends or (["numpy", "eager"] if device == "cpu" else ["eager", "compiled"])
+    name = torch.cuda.get_device_name() if device == "cuda" else platform.processor() or "cpu"
+    print(f"device: {device} ({name}); torch {torch.__version__}; {args.rounds} rounds\n")
+    header = "| envs | variant | first call ms | median µs | x torch.rand |"
+    if device == "cuda":
+        header += " kernels+copies/call | host syncs/call |"
+    print(header)
+    print("|" + "---|" * (header.count("|") - 1))
+    for envs in args.envs:
+        variants = _variants(envs, device, backends)
+        first = _first_calls(variants, device)
+        medians = _medians(variants, device, args.rounds)
+        for variant, median in medians.items():
+            row = (
+                f"| {envs} | {variant} | {first[variant] * 1e3:.1f} | {median * 1e6:.1f} "
+                f"| {median / medians['torch.rand']:.2f} |"
+            )
+            if device == "cuda":
+                fn = variants[variant]
+                row += f" {_kernels(fn):.0f} | {_syncs(fn):.0f} |"
+            print(row)
+    if device == "cuda":
+        same = all(_same_bits_as_cpu(envs) for envs in args.envs)
+        print(f"\nCUDA (eager and compiled) bit-identical to CPU numpy: {same}")
+
+
+if __name__ == "__main__":
+    main()

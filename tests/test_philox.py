@@ -1,0 +1,160 @@
+"""Philox4x32-10 draws: known answers, counter semantics, determinism, quality, backends agree."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from arena_recording.core.philox import (
+    derive_key,
+    philox4x32,
+    philox4x32_numpy,
+    philox_uniforms,
+    round_keys,
+)
+from arena_recording.core.sampling import counter_uniforms, stable_hash
+
+# Random123's known-answer vectors for philox4x32_R(10, ctr, key) (its tests/kat_vectors).
+KNOWN_ANSWERS = [
+    ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
+    ((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
+    (
+        (0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344),
+        (0xA4093822, 0x299F31D0),
+        (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1),
+    ),
+]
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+KEY = derive_key(seed=7, key_hash=stable_hash("object.mass"))
+
+
+def _key(words: tuple[int, int]) -> int:
+    return words[0] | words[1] << 32
+
+
+@pytest.mark.parametrize(("counter", "key", "expected"), KNOWN_ANSWERS)
+def test_numpy_rounds_give_random123_known_answers(counter, key, expected):
+    out = philox4x32_numpy(np.array(counter, dtype=np.uint32).reshape(4, 1), _key(key))
+    assert [int(word[0]) for word in out] == list(expected)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize(("counter", "key", "expected"), KNOWN_ANSWERS)
+def test_torch_rounds_give_random123_known_answers(counter, key, expected, device):
+    words = tuple(torch.tensor([c], device=device) for c in counter)
+    out = philox4x32(words, round_keys(_key(key), torch.device(device)))
+    assert [int(word[0]) for word in out] == list(expected)
+
+
+def test_element_is_philox_of_env_episode_draw_component():
+    env_ids, episodes = torch.tensor([3, -1]), torch.tensor([5, -1])
+    u = philox_uniforms(KEY, env_ids, episodes, draw_index=2, numel=3)
+    for i, (env, episode) in enumerate([(3, 5), (0xFFFFFFFF, 0xFFFFFFFF)]):
+        for j in range(3):
+            counter = np.array([env, episode, 2, j], dtype=np.uint32).reshape(4, 1)
+            w0, w1, _, _ = (int(word[0]) for word in philox4x32_numpy(counter, KEY))
+            assert u[i, j].item() == ((w0 << 21 | w1 >> 11 | 1) / 2**53)
+
+
+def test_key_mixes_seed_and_64_bit_key_hash():
+    assert stable_hash("object.mass") == stable_hash("object.mass") >= 2**32
+    keys = {derive_key(seed, stable_hash(k)) for seed in range(100) for k in ("a", "b", "c")}
+    assert len(keys) == 300
+    assert derive_key(2**64 + 3, 9) == derive_key(3, 9)
+
+
+def test_values_do_not_depend_on_batch_order_or_membership():
+    env_ids = torch.arange(64)
+    episodes = torch.arange(64) * 7 % 5
+    draw_index = torch.arange(64) % 3
+    together = philox_uniforms(KEY, env_ids, episodes, draw_index, 4)
+    order = torch.randperm(64, generator=torch.Generator().manual_seed(0))
+    shuffled = philox_uniforms(KEY, env_ids[order], episodes[order], draw_index[order], 4)
+    assert torch.equal(shuffled, together[order])
+    one = philox_uniforms(KEY, env_ids[9:10], episodes[9:10], int(draw_index[9]), 4)
+    assert torch.equal(one, together[9:10])
+    fewer_components = philox_uniforms(KEY, env_ids, episodes, draw_index, 2)
+    assert torch.equal(fewer_components, together[:, :2])
+
+
+def test_every_counter_word_and_the_key_change_the_values():
+    env_ids, episodes = torch.arange(8), torch.zeros(8, dtype=torch.int64)
+    base = philox_uniforms(KEY, env_ids, episodes, 0, 2)
+    changed = [
+        philox_uniforms(KEY, env_ids + 8, episodes, 0, 2),
+        philox_uniforms(KEY, env_ids, episodes + 1, 0, 2),
+        philox_uniforms(KEY, env_ids, episodes, 1, 2),
+        philox_uniforms(derive_key(8, stable_hash("object.mass")), env_ids, episodes, 0, 2),
+        philox_uniforms(derive_key(7, stable_hash("object.size")), env_ids, episodes, 0, 2),
+    ]
+    for other in changed:
+        assert not torch.isin(other, base).any()
+    assert base[:, 0].ne(base[:, 1]).all()
+
+
+def test_no_whole_draw_collides_among_two_million_env_episode_pairs():
+    envs, episodes = 2_000, 1_000
+    env_ids = torch.arange(envs).repeat_interleave(episodes)
+    episode_in_env = torch.arange(episodes).repeat(envs)
+    u = counter_uniforms(0, stable_hash("object.pose"), env_ids, episode_in_env, 0, (3,)).numpy()
+    rows = np.ascontiguousarray(u).view(np.dtype((np.void, 3 * 8))).ravel()
+    assert len(np.unique(rows)) == envs * episodes
+    assert len(np.unique(u[:, 0])) == envs * episodes  # no single component repeats either
+
+
+def test_uniforms_are_inside_the_open_interval_with_uniform_moments():
+    n = 400_000
+    u = philox_uniforms(KEY, torch.arange(n), torch.full((n,), 3), 0, 2)
+    assert u.dtype == torch.float64 and u.min() > 0 and u.max() < 1
+    odd = (u * 2**53).numpy()
+    assert np.array_equal(odd, np.round(odd)) and (odd % 2 == 1).all()
+    flat = u.flatten()
+    assert abs(flat.mean() - 0.5) < 0.002
+    assert abs(flat.var() - 1 / 12) < 0.001
+    assert abs(((flat - 0.5) ** 3).mean()) < 0.0005  # symmetric
+    counts = torch.histc(flat, bins=100, min=0, max=1)
+    expected = flat.numel() / 100
+    chi2 = float(((counts - expected) ** 2 / expected).sum())
+    assert chi2 < 160  # 99 degrees of freedom: p < 1e-4 above 160
+    corr = torch.corrcoef(torch.stack([u[:-1, 0], u[1:, 0], u[:-1, 1]]))
+    assert corr.sub(torch.eye(3)).abs().max() < 0.01
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_every_backend_gives_the_same_bits(device):
+    generator = torch.Generator().manual_seed(3)
+    env_ids = torch.randint(0, 65_536, (4_096,), generator=generator)
+    episodes = torch.randint(-1, 10_000, (4_096,), generator=generator)
+    draws = torch.randint(0, 50, (4_096,), generator=generator)
+    reference = philox_uniforms(KEY, env_ids, episodes, draws, 3)
+    backends = ["numpy", "eager"] if device == "cpu" else ["eager", "compiled"]
+    on_device = (env_ids.to(device), episodes.to(device), draws.to(device))
+    for backend in backends:
+        u = philox_uniforms(KEY, *on_device, 3, backend=backend)
+        assert u.device.type == device
+        assert torch.equal(u.cpu(), reference), backend
+        scalar = philox_uniforms(KEY, *on_device[:2], 7, 3, backend=backend)
+        assert torch.equal(scalar.cpu(), philox_uniforms(KEY, env_ids, episodes, 7, 3)), backend
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_an_empty_batch_draws_nothing(device):
+    none = torch.zeros(0, dtype=torch.int64, device=device)
+    u = philox_uniforms(KEY, none, none, 0, 3)
+    assert u.shape == (0, 3) and u.device.type == device
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_draw_never_synchronizes_with_the_host():
+    env_ids = torch.arange(45, device="cuda")
+    episodes = torch.arange(45, device="cuda") % 4
+    philox_uniforms(KEY, env_ids, episodes, 0, 3)  # compile outside the checked region
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for draw_index in (0, 1, 5):
+            philox_uniforms(KEY, env_ids, episodes, draw_index, 3)
+        philox_uniforms(KEY, env_ids, episodes, episodes, 3)
+        philox_uniforms(derive_key(1, 2), env_ids, episodes, 9, 3)  # a new key and index
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
