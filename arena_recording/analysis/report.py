@@ -296,7 +296,9 @@ def _factors_section(rec: Recording, outcome: str) -> str:
             f.column,
             f.kind,
             f.distribution,
-            ", ".join(map(str, f.choices)) if f.categorical else f"[{f.low}, {f.high}]",
+            ", ".join(map(str, f.choices))
+            if f.categorical
+            else f"[{f.low}, {f.high}]" + (f" ({f.bounds})" if f.bounds else ""),
             f.scope,
             f.note or (f"not analysed: it {f.excluded}" if f.excluded else ""),
         ]
