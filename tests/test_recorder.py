@@ -10,10 +10,10 @@ import pytest
 import torch
 from conftest import read_records
 
+from arena_recording.core.config import ChoiceCfg, NormalCfg, UniformCfg
 from arena_recording.core.encoding import EncodeError
 from arena_recording.core.episodes import EpisodeEnd, EpisodeIdentity
 from arena_recording.core.recorder import DrawError
-from arena_recording.core.sampling import ChoiceCfg, NormalCfg, UniformCfg
 from arena_recording.core.session import Session, active_session
 from arena_recording.core.sinks import JsonlSink
 from arena_recording.core.terms import EpisodeBatch
@@ -62,7 +62,7 @@ class Adapter:
 
 def make(key, scope="episode", sampler=None):
     return VariationBase(
-        VariationCfg(key=key, sampler=sampler or UniformCfg(0.0, 1.0), scope=scope)
+        VariationCfg(key=key, sampler=sampler or UniformCfg(low=0.0, high=1.0), scope=scope)
     )
 
 
@@ -104,20 +104,42 @@ def test_reset_ordering_zero_step_episodes_and_attribution(tmp_path, recorder_cf
     assert [f["key"] for f in manifest["factors"]] == ["mass", "size"]
 
 
-def test_second_episode_draw_is_an_error_naming_variation_env_and_episode(tmp_path, recorder_cfg):
-    with Session(recorder_cfg, tmp_path) as session:
+DRAWN_TWICE = r"'object.friction' was drawn twice for env 2 in its episode 1"
+
+
+@pytest.mark.parametrize("flush_every_s", [0.0, 1.0])
+def test_second_episode_draw_is_an_error_naming_variation_env_and_episode(
+    tmp_path, recorder_cfg, flush_every_s
+):
+    """Draws are checked when they are flushed: an open episode's at the end of the session."""
+    recorder_cfg["flush_every_s"] = flush_every_s
+    with pytest.raises(DrawError, match=DRAWN_TWICE), Session(recorder_cfg, tmp_path) as session:
         friction = make("object.friction")
         adapter = Adapter(session, [friction])
         adapter.reset(range(4))
         adapter.step()
         adapter.reset([2])
-        with pytest.raises(
-            DrawError, match=r"'object.friction' was drawn twice for env 2 in its episode 1"
-        ):
-            friction.sample(torch.tensor([2]), seed=SEED, episode_in_env=torch.tensor([1]))
+        friction.sample(torch.tensor([2]), seed=SEED, episode_in_env=torch.tensor([1]))
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and "DrawError" in manifest["error"]
 
 
-def test_draws_are_evicted_once_written(tmp_path, recorder_cfg):
+def test_second_draw_in_a_closed_episode_fails_the_flush_that_writes_it(tmp_path, recorder_cfg):
+    recorder_cfg["flush_every_s"] = 0  # a flush at every reset batch
+    session = Session(recorder_cfg, tmp_path).start()
+    friction = make("object.friction")
+    adapter = Adapter(session, [friction])
+    adapter.reset(range(4))
+    adapter.step()
+    adapter.reset([2])
+    friction.sample(torch.tensor([2]), seed=SEED, episode_in_env=torch.tensor([1]))
+    adapter.step()
+    with pytest.raises(DrawError, match=DRAWN_TWICE):
+        adapter.reset([2])
+    session.finish("failed", "test")
+
+
+def test_interval_draws_belong_to_their_episode_and_are_evicted(tmp_path, recorder_cfg):
     with Session(recorder_cfg, tmp_path) as session:
         push = make("push", scope="interval")
         adapter = Adapter(session, [make("mass"), push])
@@ -128,14 +150,18 @@ def test_draws_are_evicted_once_written(tmp_path, recorder_cfg):
             push.sample(
                 ids, seed=SEED, episode_in_env=torch.zeros(2, dtype=torch.long), step=step + 1
             )
-        factor = adapter.recorder._factors
-        assert len(factor["push"].interval) == 3
         adapter.reset([0, 1, 2, 3])
-        assert len(factor["push"].interval) == 0
-        assert factor["mass"].drawn.all()  # the next episodes' draws, nothing older
+        adapter.step()
+        push.sample(torch.tensor([1]), seed=SEED, episode_in_env=torch.ones(1).long(), step=1)
+        adapter.recorder.flush()
+        adapter.recorder._thread.drain()
+        factors = adapter.recorder._factors
+        assert list(factors["push"].interval) == [1]  # only the open episode's draw is kept
+        assert (factors["mass"].count == 1).all()  # the next episodes' draws, nothing older
+        adapter.reset([0, 1])
     records = read_records(tmp_path / "episodes.jsonl")
     pushes = [r["variations"]["push"] for r in records]
-    assert [[p["step"] for p in row] for row in pushes] == [[1, 2, 3], [1, 2, 3], [], []]
+    assert [[p["step"] for p in row] for row in pushes] == [[1, 2, 3], [1, 2, 3], [], [], [], [1]]
 
 
 def test_quota_records_exactly_num_episodes(tmp_path, recorder_cfg):
@@ -170,8 +196,8 @@ def test_custom_terms_and_non_finite_values(tmp_path, recorder_cfg):
         adapter = Adapter(
             session,
             [
-                make("mass", sampler=NormalCfg(0.0, 1.0)),
-                make("color", sampler=ChoiceCfg(["red", "blue"])),
+                make("mass", sampler=NormalCfg(mean=0.0, std=1.0)),
+                make("color", sampler=ChoiceCfg(choices=["red", "blue"])),
             ],
         )
         adapter.reset(range(4))
@@ -192,19 +218,19 @@ def test_custom_terms_and_non_finite_values(tmp_path, recorder_cfg):
     [
         (
             {"func": "no_such_pkg.metrics:final_x"},
-            r"recorder term 'bad': cannot import 'no_such_pkg.metrics'",
+            r"recorder\.terms\.bad\.func: cannot import 'no_such_pkg.metrics'",
         ),
         (
             {"func": "test_recorder:missing"},
-            r"recorder term 'bad': 'test_recorder' has no attribute 'missing'",
+            r"recorder\.terms\.bad\.func: 'test_recorder' has no attribute 'missing'",
         ),
         (
             {"func": "test_recorder:final_x", "params": {"axes": 1}},
-            r"recorder term 'bad': params \['axes'\] do not fit",
+            r"recorder\.terms\.bad\.params: params \['axes'\] do not fit",
         ),
         (
             {"func": "test_recorder:final_x", "parms": {}},
-            r"recorder term 'bad': unknown keys \['parms'\]",
+            r"recorder\.terms\.bad\.parms: unknown key",
         ),
     ],
 )
@@ -247,9 +273,9 @@ def test_term_output_errors_name_the_term(tmp_path, recorder_cfg, func, error, m
     recorder_cfg["terms"]["bad"] = {"func": func}
     session = Session(recorder_cfg, tmp_path).start()
     adapter = Adapter(session, [])
-    adapter.reset(range(4))
-    adapter.step()
-    with pytest.raises(error, match=message):
+    with pytest.raises(error, match=message):  # custom terms run at every reset batch
+        adapter.reset(range(4))
+        adapter.step()
         adapter.reset(range(4))
     session.finish("failed", "test")
 
@@ -301,5 +327,5 @@ def test_torn_last_line_is_cut_on_reopen(tmp_path):
     path = tmp_path / "episodes.jsonl"
     path.write_text('{"seq": 0}\n{"seq": 1}\n{"se')
     with JsonlSink(path) as sink:
-        sink.write(['{"seq": 2}'])
+        sink.write(b'{"seq": 2}\n', 1)
     assert [json.loads(line)["seq"] for line in path.read_text().splitlines()] == [0, 1, 2]

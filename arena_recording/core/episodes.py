@@ -23,6 +23,8 @@ class EpisodeIdentity:
     """Per env, the open episode's index within the env and its run-wide ``episode_id``.
 
     Everything stays on ``device`` and never syncs: ids are assigned with a cumulative sum.
+    ``columns`` holds both per env, ``(episode_in_env, episode_id)``, so that a reset batch's
+    identities are gathered in one operation; the two attributes are views of it.
     With ``num_episodes``, each env gets a fixed quota (they differ by at most one), so an
     evaluation of exactly ``num_episodes`` does not over-weight short episodes: episodes past
     an env's quota still run but are outside the evaluation and get no record.
@@ -33,8 +35,10 @@ class EpisodeIdentity:
     ) -> None:
         self.num_envs = num_envs
         self.device = torch.device(device)
-        self.episode_in_env = torch.zeros(num_envs, dtype=torch.int64, device=self.device)
-        self.episode_id = torch.arange(num_envs, dtype=torch.int64, device=self.device)
+        self.columns = torch.zeros(num_envs, 2, dtype=torch.int64, device=self.device)
+        self.episode_in_env = self.columns[:, 0]
+        self.episode_id = self.columns[:, 1]
+        self.episode_id.copy_(torch.arange(num_envs, device=self.device))
         self._next_id = torch.tensor(num_envs, dtype=torch.int64, device=self.device)
         self.quota: torch.Tensor | None = None
         if num_episodes is not None:

@@ -1,9 +1,26 @@
 """The episode recorder: attributes draws to open episodes and writes a record per finished one.
 
-An adapter (gymnasium wrapper, Isaac Lab recorder term) calls ``close`` with how the current
-episodes of a reset batch ended, before it advances their identity and runs the reset. The
-recorder evaluates every term once for the whole batch, writes one line per episode that took
-at least one step, and evicts those episodes' draws, so memory does not grow with the run.
+An adapter (gymnasium wrapper, Isaac Lab hook) calls ``close`` with how the current episodes of
+a reset batch ended, before it advances their identity and runs the reset.
+
+Nothing on this path waits for the GPU. ``close`` gathers the batch's identities (one
+operation), runs the custom terms and keeps every tensor involved, and each draw is kept as the
+sampler returned it, in a device-side buffer (``DeviceLog``). A flush copies that buffer to host
+memory in one non-blocking transfer; a background thread then replays the draws and closes in
+order (which values each episode ran with, whether an episode-scope variation was drawn twice),
+runs the built-in terms ``core`` and ``variations`` on the host columns, encodes and writes the
+lines. Flushes happen every ``flush_every_s`` seconds (``0``: at every reset batch, on the
+caller's thread, as a plain synchronous recorder), when the buffer is full, and at ``finish``;
+a hard kill loses at most the last ``flush_every_s`` seconds of records.
+
+Custom terms run in ``close``, while the env still holds the episodes' final state. Tensors they
+return stay on the device until the flush; other values are encoded at once. The batch they get
+has the episodes' tensors on the device; its host-side fields (``termination``, ``start_time``,
+``variations``) are computed on first access, which flushes and waits: a term that reads only
+tensors and the env adds no synchronization. Every episode of the reset batch reaches the
+custom terms, also those that get no record (no step taken, past the quota); their rows are
+dropped at the flush. Samplers and custom terms must not modify a tensor in place after
+returning it: the recorder reads it at the next flush.
 
 Example (what an adapter does at each reset of ``env_ids``)::
 
@@ -15,94 +32,169 @@ Example (what an adapter does at each reset of ``env_ids``)::
 
 from __future__ import annotations
 
+import functools
+import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from arena_recording.core.encoding import encode_lines, encode_tree
+from arena_recording.core import terms as builtin
+from arena_recording.core.buffer import DeviceLog, Packed
+from arena_recording.core.encoding import Encoded, EncodeError, encode_column, encode_lines
 from arena_recording.core.episodes import EpisodeEnd, EpisodeIdentity
 from arena_recording.core.format import IDENTITY_FIELDS, SCHEMA_VERSION
 from arena_recording.core.sampling import Draw, Scope
+from arena_recording.core.sinks import FlushThread
 from arena_recording.core.terms import EpisodeBatch, Term
 from arena_recording.core.variations import VariationBase
 
 if TYPE_CHECKING:
     from arena_recording.core.sinks import JsonlSink
 
+FLUSH_TERMS = (builtin.core, builtin.variations)
+"""Term functions that run at flush time on the buffered columns instead of in ``close``."""
+
+_CAPACITY_PER_ENV = 1024  # buffer bytes per env: about 600 steps of 1% resets with 5 factors
+
 
 class DrawError(RuntimeError):
     """A draw that cannot be attributed to exactly one episode."""
 
 
-class _Factor:
-    """What one variation drew for the open episodes of every env."""
+# the event log: what happened between two flushes, in order -----------------------------------
 
-    def __init__(self, variation: VariationBase, num_envs: int, device: torch.device) -> None:
-        self.variation = variation
-        self.values: torch.Tensor | None = None
-        self.drawn = torch.zeros(num_envs, dtype=torch.bool, device=device)
-        self.interval: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+@dataclass
+class _Track:
+    variation: VariationBase
+
+
+@dataclass
+class _Draw:
+    key: str
+    rows: int
+    build: bool  # one value for every env (``env_ids`` was None)
+    step: int | None  # the draw index when it was a plain int (else a buffered column)
+
+
+@dataclass
+class _Close:
+    rows: int
+    time: float
+    names: np.ndarray
+    success: bool
+    host: dict[tuple[str, ...], Encoded] = field(default_factory=dict)
+    device: tuple[tuple[str, ...], ...] = ()
+
+
+class _Factor:
+    """What one variation drew for the open episode of every env (host side, at flush)."""
+
+    def __init__(self, variation: VariationBase, num_envs: int) -> None:
+        self.key = variation.key
+        self.scope = variation.scope
+        self.values: np.ndarray | None = None
+        self.count = np.zeros(num_envs, dtype=np.int64)  # draws in the open episode
+        self.ever = np.zeros(num_envs, dtype=bool)
+        self.interval: dict[int, list[dict[str, Any]]] = {}
         labels = variation.labels
         self.labels = None if labels is None else np.array(labels, dtype=object)
 
-    def store(self, draw: Draw) -> None:
-        if draw.scope is Scope.INTERVAL:
-            steps = torch.as_tensor(draw.draw_index).expand(draw.env_ids.shape[0])
-            self.interval.append(
-                tuple(t.detach().cpu().numpy() for t in (draw.env_ids, steps, draw.values))
-            )
+    def draw(self, env: np.ndarray | None, values: np.ndarray, steps: np.ndarray) -> None:
+        if self.scope is Scope.interval:
+            for e, s, v in zip(env.tolist(), steps.tolist(), values.tolist(), strict=True):
+                self.interval.setdefault(e, []).append({"step": s, "value": v})
             return
-        device = self.drawn.device
         if self.values is None:
-            shape = (self.drawn.shape[0], *self.variation.sampler.shape)
-            self.values = torch.zeros(shape, dtype=draw.values.dtype, device=device)
-        if draw.env_ids is None:  # one build-time value for every env
-            self.values[:] = draw.values.to(device)
-            self.drawn[:] = True
-            return
-        # index_copy_ / index_fill_ rather than x[ids] = v: the latter may wait on busy threads
-        env_ids = draw.env_ids.to(device)
-        self.values.index_copy_(0, env_ids, draw.values.to(device, self.values.dtype))
-        self.drawn.index_fill_(0, env_ids, True)
+            self.values = np.zeros((self.count.shape[0], *values.shape[1:]), dtype=values.dtype)
+        rows = slice(None) if env is None else env
+        self.values[rows] = values
+        self.count[rows] += 1
+        self.ever[rows] = True
 
-    def column(self, env_ids: torch.Tensor) -> Any:
-        if self.variation.scope is Scope.INTERVAL:
-            return self._interval_column(env_ids.cpu().numpy())
-        if self.values is None:
+    def close(self, env: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray]:
+        """Values (or interval lists), drawn flags and draw counts of the closing episodes."""
+        count = self.count[env]
+        self.count[env] = 0
+        if self.scope is Scope.interval:
+            return [self.interval.pop(e, []) for e in env.tolist()], np.ones(len(env), bool), count
+        drawn = count > 0 if self.scope is Scope.episode else self.ever[env]
+        values = None if self.values is None else self.values[env]
+        return values, drawn, count
+
+    def column(self, values: Any, drawn: np.ndarray) -> Any:
+        if self.scope is Scope.interval:
+            return values
+        if values is None:
             return None
-        values = self.values.index_select(0, env_ids).cpu().numpy()
-        drawn = self.drawn.index_select(0, env_ids).cpu().numpy()
         if self.labels is not None:
             values = self.labels[values]
         if drawn.all():
             return values
-        rows = values.tolist()
-        return [v if d else None for v, d in zip(rows, drawn.tolist(), strict=True)]
+        return [v if d else None for v, d in zip(values.tolist(), drawn.tolist(), strict=True)]
 
-    def _interval_column(self, env_ids: np.ndarray) -> list[list[dict[str, Any]]]:
-        rows: dict[int, list[dict[str, Any]]] = {int(e): [] for e in env_ids.tolist()}
-        for ids, steps, values in self.interval:
-            for e, s, v in zip(ids.tolist(), steps.tolist(), values.tolist(), strict=True):
-                if e in rows:
-                    rows[e].append({"step": s, "value": v})
-        return [rows[int(e)] for e in env_ids.tolist()]
 
-    def evict(self, env_ids: torch.Tensor) -> None:
-        """Forget the episode draws of ``env_ids``; build-scope values stay for the next ones."""
-        if self.variation.scope is Scope.EPISODE:
-            self.drawn.index_fill_(0, env_ids, False)
-        elif self.interval:
-            closed = env_ids.cpu().numpy()
-            kept = []
-            for ids, steps, values in self.interval:
-                keep = ~np.isin(ids, closed)
-                if keep.any():
-                    kept.append((ids[keep], steps[keep], values[keep]))
-            self.interval = kept
+class _LiveBatch(EpisodeBatch):
+    """The batch custom terms see in ``close``: tensors at once, host fields on first access."""
+
+    def __init__(self, recorder: EpisodeRecorder, end: EpisodeEnd, ids: torch.Tensor, now: float):
+        self._recorder = recorder
+        self._end = end
+        self.env_ids = end.env_ids
+        self.episode_in_env = ids[:, 0]
+        self.episode_id = ids[:, 1]
+        self.length = end.length
+        self.terminated = end.terminated
+        self.truncated = end.truncated
+        self.success = end.success
+        self.end_time = np.full(ids.shape[0], now)
+        self.seed = recorder.seed
+        self.env = recorder.env
+
+    @functools.cached_property
+    def termination(self) -> list[str | None]:  # type: ignore[override]
+        return self._recorder.termination_names[self._end.termination.cpu().numpy()].tolist()
+
+    @functools.cached_property
+    def _state(self) -> tuple[np.ndarray, dict[str, Any]]:
+        return self._recorder._peek(self.env_ids.cpu().numpy())
+
+    @property
+    def start_time(self) -> np.ndarray:  # type: ignore[override]
+        return self._state[0]
+
+    @property
+    def variations(self) -> dict[str, Any]:  # type: ignore[override]
+        return self._state[1]
+
+
+def _flatten(out: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+    flat: dict[tuple[str, ...], Any] = {}
+    for key, value in out.items():
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, (*prefix, key)))
+        else:
+            flat[(*prefix, key)] = value
+    return flat
+
+
+def _nest(flat: Mapping[tuple[str, ...], Any]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for path, value in flat.items():
+        node = tree
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = value
+    return tree
+
+
+def _column_name(path: tuple[str, ...]) -> str:
+    return "term:" + "\x00".join(path)
 
 
 class EpisodeRecorder:
@@ -119,6 +211,8 @@ class EpisodeRecorder:
         seed: int,
         env: Any = None,
         termination_names: Sequence[str] = (),
+        flush_every_s: float = 1.0,
+        capacity_bytes: int | None = None,
     ) -> None:
         self.identity = identity
         self.terms = list(terms)
@@ -127,10 +221,34 @@ class EpisodeRecorder:
         self.rank = rank
         self.seed = seed
         self.env = env
+        self.flush_every_s = flush_every_s
         self.set_termination_names(termination_names)
-        self.counts: Counter[str] = Counter()
-        self._factors: dict[str, _Factor] = {}
+        self._counts: Counter[str] = Counter()
+        self._counts_lock = threading.Lock()
+        self._tracked: dict[str, VariationBase] = {}
+        self._factors: dict[str, _Factor] = {}  # replay state, touched by the flushing thread
         self._start_time = np.full(identity.num_envs, time.time())
+        self._quota: tuple[torch.Tensor, np.ndarray] | None = None
+        device = identity.device
+        capacity = capacity_bytes or _CAPACITY_PER_ENV * max(identity.num_envs, 1024)
+        self._log = DeviceLog(device, capacity)
+        self._events: list[Any] = []
+        self._lock = threading.Lock()
+        self._last_flush = time.monotonic()
+        self._owners = self._flush_term_keys()
+        self._thread = (
+            FlushThread("arena-recording flush", self._flush_if_due, flush_every_s / 4)
+            if flush_every_s > 0
+            else None
+        )
+
+    # public API ---------------------------------------------------------------------------------
+
+    @property
+    def counts(self) -> Counter[str]:
+        """Episode counts of everything flushed so far."""
+        with self._counts_lock:
+            return Counter(self._counts)
 
     def set_termination_names(self, names: Sequence[str]) -> None:
         """Names that ``EpisodeEnd.termination`` indexes (adapters may learn them late)."""
@@ -138,99 +256,394 @@ class EpisodeRecorder:
 
     def track(self, variation: VariationBase) -> None:
         """Record ``variation``'s draws from now on (enabled variations only)."""
-        if variation.enabled and variation.key not in self._factors:
-            self._factors[variation.key] = _Factor(
-                variation, self.identity.num_envs, self.identity.device
-            )
+        if variation.enabled and variation.key not in self._tracked:
+            self.flush()  # one flush holds one set of factors
+            with self._lock:
+                self._events.append(_Track(variation))
+            self._tracked[variation.key] = variation
 
     def on_draw(self, draw: Draw) -> None:
-        """Attribute ``draw`` to the episodes open in its envs."""
-        factor = self._factors.get(draw.key)
-        if factor is None:
+        """Keep ``draw`` for the episodes open in its envs (attributed at the next flush)."""
+        if draw.key not in self._tracked:
             return
-        if draw.scope is Scope.EPISODE and draw.env_ids is not None:
-            env_ids = draw.env_ids.to(self.identity.device)
-            again = factor.drawn.index_select(0, env_ids)
-            if bool(again.any()):
-                env = int(env_ids[again.nonzero()[0, 0]])
-                episode = int(self.identity.episode_in_env[env])
-                raise DrawError(
-                    f"variation {draw.key!r} was drawn twice for env {env} in its episode "
-                    f"{episode}; episode-scope variations are drawn once per episode"
-                )
-        factor.store(draw)
+        build = draw.env_ids is None
+        values = draw.values.unsqueeze(0) if build else draw.values
+        step = draw.draw_index if isinstance(draw.draw_index, int) else None
+        with self._lock:
+            self._log.append(f"draw:{draw.key}:values", values)
+            if not build:
+                self._log.append(f"draw:{draw.key}:env", draw.env_ids)
+                if step is None:
+                    steps = torch.as_tensor(draw.draw_index).expand(draw.env_ids.shape[0])
+                    self._log.append(f"draw:{draw.key}:step", steps)
+            self._events.append(_Draw(draw.key, values.shape[0], build, step))
+            due = self._due(close=False)
+        if due:
+            self.flush()
 
     def close(self, end: EpisodeEnd) -> None:
-        """Write a record for every episode in ``end`` that took a step (and is within the
-        quota, if any); evict their draws."""
-        env_ids = end.env_ids.to(self.identity.device)
-        started = (end.length > 0).to(self.identity.device)
+        """Record every episode in ``end`` that took a step (and is within the quota, if any),
+        at the next flush; start timing the next ones."""
+        if self._thread is not None:
+            self._thread.check()
+        device = self.identity.device
+        env_ids = end.env_ids.to(device)
+        rows = env_ids.shape[0]
+        if rows == 0:
+            return
+        self._check_quota()
+        ids = self.identity.columns.index_select(0, env_ids)
         now = time.time()
-        index = (started & self.identity.in_quota(env_ids)).nonzero().squeeze(1)
-        self.counts["resets_without_steps"] += int((~started).sum())
-        if index.shape[0]:
-            self._write(end, env_ids, index, now)
-        for factor in self._factors.values():
-            factor.evict(env_ids)
-        self._start_time[env_ids.cpu().numpy()] = now
+        event = _Close(rows, now, self.termination_names, end.success is not None)
+        device_outputs = self._run_terms(event, end, env_ids, ids, now)
+        with self._lock:
+            self._log.append("close:env", env_ids)
+            self._log.append("close:ids", ids)
+            self._log.append("close:length", end.length)
+            self._log.append("close:terminated", end.terminated)
+            self._log.append("close:truncated", end.truncated)
+            self._log.append("close:termination", end.termination)
+            if end.success is not None:
+                self._log.append("close:success", end.success)
+            for path, tensor in device_outputs.items():
+                self._log.append(_column_name(path), tensor)
+            self._events.append(event)
+            due = self._due(close=True)
+        if due:
+            self.flush()
 
-    def _write(
-        self, end: EpisodeEnd, env_ids: torch.Tensor, index: torch.Tensor, now: float
-    ) -> None:
-        ids = env_ids[index]
-        ids_np = ids.cpu().numpy()
-        termination = end.termination.to(self.identity.device)[index].cpu().numpy()
+    def flush(self, block: bool = True) -> None:
+        """Copy what is buffered to the host and write it (on the flushing thread, if any).
+
+        ``block=False`` skips the flush when it would have to wait (for the lock, or for the
+        encoder to give a host buffer back)."""
+        if not self._lock.acquire(blocking=block):
+            return
+        try:
+            if not self._events:
+                return
+            packed = self._log.pack(block)
+            if packed is None:
+                return
+            events, self._events = self._events, []
+            self._last_flush = time.monotonic()
+        finally:
+            self._lock.release()
+        job = functools.partial(self._write, packed, events)
+        if self._thread is None:
+            job()
+        else:
+            self._thread.submit(job)
+
+    def finish(self) -> None:
+        """Flush everything, wait until it is written, stop the flushing thread and check the
+        open episodes for double draws."""
+        try:
+            self.flush()
+        finally:
+            if self._thread is not None:
+                self._thread.join()
+        for factor in self._factors.values():
+            if factor.scope is Scope.episode and (factor.count > 1).any():
+                env = int(np.flatnonzero(factor.count > 1)[0])
+                raise _draw_error(factor.key, env, int(self.identity.episode_in_env[env]))
+
+    # close-time work ----------------------------------------------------------------------------
+
+    def _due(self, close: bool) -> bool:
+        """Flush when the buffer is full, at every reset batch with ``flush_every_s=0``, else
+        once ``flush_every_s`` has passed."""
+        if self._log.full:
+            return True
+        if self.flush_every_s == 0:
+            return close
+        return time.monotonic() - self._last_flush >= self.flush_every_s
+
+    def _flush_if_due(self) -> None:
+        if self._events and time.monotonic() - self._last_flush >= self.flush_every_s:
+            self.flush(block=False)
+
+    def _check_quota(self) -> None:
+        """A host copy of the quota, taken once (a quota is fixed for the run)."""
+        quota = self.identity.quota
+        if quota is not None and (self._quota is None or self._quota[0] is not quota):
+            self._quota = (quota, quota.cpu().numpy())
+
+    def _flush_term_keys(self) -> dict[str, str]:
+        """Who writes each top-level key: the identity, then the flush-time terms (asked with
+        an empty batch), so a custom term's collision is found in ``close``."""
+        owners = dict.fromkeys(IDENTITY_FIELDS, "the record identity")
+        empty = np.zeros(0, dtype=np.int64)
         batch = EpisodeBatch(
-            env_ids=ids,
-            episode_id=self.identity.episode_id.index_select(0, ids),
-            episode_in_env=self.identity.episode_in_env.index_select(0, ids),
-            length=end.length.to(self.identity.device)[index],
-            terminated=end.terminated.to(self.identity.device)[index],
-            truncated=end.truncated.to(self.identity.device)[index],
-            termination=self.termination_names[termination].tolist(),
-            success=None if end.success is None else end.success.to(self.identity.device)[index],
-            start_time=self._start_time[ids_np],
-            end_time=now,
+            *(torch.zeros(0, dtype=torch.int64),) * 4,
+            terminated=torch.zeros(0, dtype=torch.bool),
+            truncated=torch.zeros(0, dtype=torch.bool),
+            termination=[],
+            success=None,
+            start_time=empty.astype(float),
+            end_time=empty.astype(float),
             seed=self.seed,
-            variations={key: f.column(ids) for key, f in self._factors.items()},
+            variations={},
             env=self.env,
         )
-        n = len(batch)
-        columns: dict[str, Any] = {
+        for term in self.terms:
+            if term.func in FLUSH_TERMS:
+                for key in term(batch):
+                    owners.setdefault(key, f"term {term.name!r}")
+        return owners
+
+    def _run_terms(
+        self, event: _Close, end: EpisodeEnd, env_ids: torch.Tensor, ids: torch.Tensor, now: float
+    ) -> dict[tuple[str, ...], torch.Tensor]:
+        """Run the custom terms: tensors are kept for the flush, other values encoded now."""
+        custom = [t for t in self.terms if t.func not in FLUSH_TERMS]
+        if not custom:
+            return {}
+        batch = _LiveBatch(self, EpisodeEnd(**{**vars(end), "env_ids": env_ids}), ids, now)
+        rows = event.rows
+        device: dict[tuple[str, ...], torch.Tensor] = {}
+        for term in custom:
+            out = term(batch)
+            name = f"recorder term {term.name!r}"
+            for key in out:
+                owner = self._owners.get(key)
+                if owner is not None and owner != f"term {term.name!r}":
+                    raise ValueError(f"{name} writes {key!r}, which {owner} already writes")
+                self._owners[key] = f"term {term.name!r}"
+            for path, value in _flatten(out).items():
+                where = ".".join((name, *path))
+                if isinstance(value, torch.Tensor):
+                    if value.ndim == 0:
+                        value = value.expand(rows)
+                    if value.shape[0] != rows:
+                        raise EncodeError(f"{where}: {value.shape[0]} values for {rows} episodes")
+                    device[(term.name, *path)] = value.detach()
+                else:
+                    event.host[(term.name, *path)] = encode_column(value, rows, where)
+        event.device = tuple(device)
+        return device
+
+    def _peek(self, env: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+        """Start times and variation columns of the open episodes of ``env`` (flushes, waits)."""
+        self.flush()
+        if self._thread is not None:
+            self._thread.drain()
+        columns = {}
+        for key, factor in self._factors.items():
+            count = factor.count[env]
+            if factor.scope is Scope.interval:
+                columns[key] = [list(factor.interval.get(e, [])) for e in env.tolist()]
+            else:
+                drawn = count > 0 if factor.scope is Scope.episode else factor.ever[env]
+                values = None if factor.values is None else factor.values[env]
+                columns[key] = factor.column(values, drawn)
+        return self._start_time[env], columns
+
+    # flush-time work (the flushing thread) ------------------------------------------------------
+
+    def _write(self, packed: Packed, events: list[Any]) -> None:
+        try:
+            columns = packed.wait()
+            rows = self._replay(columns, events)
+        finally:
+            packed.release()
+        if rows is not None:
+            self._encode(*rows)
+
+    def _replay(self, columns: dict[str, np.ndarray], events: list[Any]) -> tuple | None:
+        """Apply draws and closes in order; the closed rows, their factor values, host outputs."""
+        at: Counter[str] = Counter()
+
+        def take(name: str, n: int) -> np.ndarray:
+            start = at[name]
+            at[name] += n
+            return columns[name][start : start + n]
+
+        closes: list[tuple[_Close, dict[str, np.ndarray], dict[str, tuple]]] = []
+        for event in events:
+            if isinstance(event, _Track):
+                variation = event.variation
+                self._factors[variation.key] = _Factor(variation, self.identity.num_envs)
+            elif isinstance(event, _Draw):
+                prefix = f"draw:{event.key}:"
+                values = take(prefix + "values", event.rows)
+                env = None if event.build else take(prefix + "env", event.rows)
+                steps = (
+                    np.full(event.rows, event.step)
+                    if event.step is not None
+                    else take(prefix + "step", event.rows)
+                )
+                self._factors[event.key].draw(env, values, steps)
+            else:
+                fields = {
+                    name: take(f"close:{name}", event.rows)
+                    for name in ("env", "ids", "length", "terminated", "truncated", "termination")
+                }
+                if event.success:
+                    fields["success"] = take("close:success", event.rows)
+                for path in event.device:
+                    fields[_column_name(path)] = take(_column_name(path), event.rows)
+                env = fields["env"]
+                fields["start"] = self._start_time[env]
+                self._start_time[env] = event.time
+                factors = {key: f.close(env) for key, f in self._factors.items()}
+                closes.append((event, fields, factors))
+        if not closes:
+            return None
+        return closes, columns
+
+    def _encode(self, closes: list[tuple[_Close, dict, dict]], columns: dict) -> None:
+        def cat(name: str) -> np.ndarray:
+            return np.concatenate([fields[name] for _, fields, _ in closes])
+
+        env, ids, length = cat("env").astype(np.int64), cat("ids"), cat("length")
+        for key, factor in self._factors.items():
+            if factor.scope is Scope.episode:
+                count = np.concatenate([factors[key][2] for _, _, factors in closes])
+                if (count > 1).any():
+                    i = int(np.flatnonzero(count > 1)[0])
+                    raise _draw_error(key, int(env[i]), int(ids[i, 0]))
+        keep = length > 0
+        resets_without_steps = int((~keep).sum())
+        if self._quota is not None:
+            keep &= ids[:, 0] < self._quota[1][env]
+        index = np.flatnonzero(keep)
+        n = len(index)
+        with self._counts_lock:
+            self._counts["resets_without_steps"] += resets_without_steps
+        if n == 0:
+            return
+        batch = self._host_batch(closes, cat, env, ids, length, index)
+        lines: dict[str, Any] = {
             "schema_version": SCHEMA_VERSION,
             "run_id": self.run_id,
             "rank": self.rank,
             "seq": np.arange(self.sink.seq, self.sink.seq + n),
-            "episode_id": batch.episode_id,
-            "env_id": ids_np,
-            "episode_in_env": batch.episode_in_env,
+            "episode_id": ids[index, 1],
+            "env_id": env[index],
+            "episode_in_env": ids[index, 0],
         }
-        owners = dict.fromkeys(IDENTITY_FIELDS, "the record identity")
         for term in self.terms:
-            out = term(batch)
-            for key in out:
-                if key in owners:
-                    raise ValueError(
-                        f"recorder term {term.name!r} writes {key!r}, "
-                        f"which {owners[key]} already writes"
-                    )
-                owners[key] = f"term {term.name!r}"
-            columns.update(encode_tree(out, n, f"recorder term {term.name!r}"))
-        self.sink.write(encode_lines(columns, n))
+            if term.func in FLUSH_TERMS:
+                out = term(batch)
+                for key in out:
+                    if key in lines:
+                        raise ValueError(
+                            f"recorder term {term.name!r} writes {key!r}, which is written twice"
+                        )
+                lines.update(out)
+            else:
+                lines.update(_nest(self._custom_columns(term, closes, index)))
+        block = encode_lines(lines, n)
+        self.sink.write(block, n)
         self._count(batch)
 
+    def _host_batch(self, closes, cat, env, ids, length, index) -> EpisodeBatch:
+        termination = np.concatenate(
+            [event.names[fields["termination"]] for event, fields, _ in closes]
+        )
+        success: Any = None
+        if all(event.success for event, _, _ in closes):
+            success = torch.from_numpy(cat("success")[index].astype(bool))
+        elif any(event.success for event, _, _ in closes):
+            known = [
+                fields["success"].astype(bool).tolist() if event.success else [None] * event.rows
+                for event, fields, _ in closes
+            ]
+            success = [v for part in known for v in part]
+            success = [success[i] for i in index.tolist()]
+        variations = {}
+        for key, factor in self._factors.items():
+            parts = [factors[key] for _, _, factors in closes]
+            drawn = np.concatenate([p[1] for p in parts])[index]
+            if factor.scope is Scope.interval:
+                values: Any = [row for p in parts for row in p[0]]
+                values = [values[i] for i in index.tolist()]
+            else:
+                values = _stack([p[0] for p in parts], [len(p[1]) for p in parts], index)
+            variations[key] = factor.column(values, drawn)
+        end_time = np.concatenate([np.full(event.rows, event.time) for event, _, _ in closes])
+        return EpisodeBatch(
+            env_ids=torch.from_numpy(env[index]),
+            episode_id=torch.from_numpy(ids[index, 1]),
+            episode_in_env=torch.from_numpy(ids[index, 0]),
+            length=torch.from_numpy(length[index]),
+            terminated=torch.from_numpy(cat("terminated")[index].astype(bool)),
+            truncated=torch.from_numpy(cat("truncated")[index].astype(bool)),
+            termination=termination[index].tolist(),
+            success=success,
+            start_time=cat("start")[index],
+            end_time=end_time[index],
+            seed=self.seed,
+            variations=variations,
+            env=self.env,
+        )
+
+    def _custom_columns(self, term: Term, closes, index: np.ndarray) -> dict:
+        """The term's columns over the kept rows: buffered tensors and pre-encoded values."""
+        paths = dict.fromkeys(
+            p[1:]
+            for event, _, _ in closes
+            for p in (*event.device, *event.host)
+            if p[0] == term.name
+        )
+        out = {}
+        for path in paths:
+            full = (term.name, *path)
+            where = ".".join((f"recorder term {term.name!r}", *path))
+            if all(full in event.device for event, _, _ in closes):
+                out[path] = np.concatenate([fields[_column_name(full)] for _, fields, _ in closes])[
+                    index
+                ]
+                continue
+            texts: list[bytes] = []
+            for event, fields, _ in closes:
+                if full in event.host:
+                    texts += event.host[full]
+                elif full in event.device:
+                    texts += encode_column(fields[_column_name(full)], event.rows, where)
+                else:
+                    texts += [b"null"] * event.rows
+            out[path] = Encoded(texts[i] for i in index.tolist())
+        return out
+
     def _count(self, batch: EpisodeBatch) -> None:
-        success = torch.zeros_like(batch.terminated) if batch.success is None else batch.success
-        flags = [batch.terminated, batch.truncated & ~batch.terminated, success.bool()]
-        terminated, truncated, successes = torch.stack(flags).sum(1).tolist()  # one transfer
-        self.counts["episodes"] += len(batch)
-        self.counts["terminated"] += terminated
-        self.counts["truncated"] += truncated
-        self.counts["aborted"] += len(batch) - terminated - truncated
-        if batch.success is not None:
-            self.counts["success"] += successes
+        terminated = batch.terminated.numpy()
+        truncated = batch.truncated.numpy() & ~terminated
+        n = len(batch)
+        counts = Counter(
+            episodes=n,
+            terminated=int(terminated.sum()),
+            truncated=int(truncated.sum()),
+            aborted=n - int(terminated.sum()) - int(truncated.sum()),
+        )
+        if isinstance(batch.success, torch.Tensor):
+            counts["success"] = int(batch.success.sum())
+        elif batch.success is not None:
+            counts["success"] = sum(v is True for v in batch.success)
         for key, column in batch.variations.items():
-            if column is None or (isinstance(column, list) and None in column):
-                self.counts[f"undrawn:{key}"] += (
-                    len(batch) if column is None else column.count(None)
-                )
+            if column is None:
+                counts[f"undrawn:{key}"] = n
+            elif isinstance(column, list) and None in column:
+                counts[f"undrawn:{key}"] = column.count(None)
+        with self._counts_lock:
+            self._counts.update(counts)
+
+
+def _stack(parts: list[np.ndarray | None], rows: list[int], index: np.ndarray) -> Any:
+    """The kept rows of per-batch values; a batch closed before any draw has none (zeros)."""
+    like = next((p for p in parts if p is not None), None)
+    if like is None:
+        return None
+    filled = [
+        np.zeros((n, *like.shape[1:]), like.dtype) if p is None else p
+        for p, n in zip(parts, rows, strict=True)
+    ]
+    return np.concatenate(filled)[index]
+
+
+def _draw_error(key: str, env: int, episode: int) -> DrawError:
+    return DrawError(
+        f"variation {key!r} was drawn twice for env {env} in its episode {episode}; "
+        "episode-scope variations are drawn once per episode"
+    )
