@@ -152,6 +152,14 @@ def ant_cfg(num_envs: int):
         interval_range_s=(0.1, 0.2),
         params={"velocity_range": {"x": (-1.0, 1.0), "y": (-1.0, 1.0)}},
     )
+    events.torso_com = EventTermCfg(
+        func=mdp.randomize_rigid_body_com,
+        mode="startup",
+        params={
+            "asset_cfg": SceneEntityCfg("robot", body_names="torso"),
+            "com_range": {"x": (-0.02, 0.02), "y": (-0.01, 0.01)},
+        },
+    )
     events.gains = EventTermCfg(
         func=mdp.randomize_actuator_gains,
         mode="startup",
@@ -193,6 +201,7 @@ def test_ant_material_mass_push_and_reset_events_are_recorded_as_the_simulation_
         shapes = [s for group in il.shape_groups(env, feet) for s in group]
         torso = il.selection(env, "robot", bodies="torso")
         default_mass = il.read(env, "body_mass", torso)  # after the startup events
+        com = il.read(env, "body_com", torso)[:, 0, :2]  # the default torso com is at its origin
 
         def remember(ids):
             data = robot.data
@@ -234,6 +243,7 @@ def test_ant_material_mass_push_and_reset_events_are_recorded_as_the_simulation_
         assert v["events.material.friction"] == pytest.approx(friction[r["env_id"]].tolist())
         assert v["events.material.restitution"] == pytest.approx(restitution[r["env_id"]].tolist())
         assert v["events.torso_mass.mass"] == pytest.approx(float(default_mass[r["env_id"]]))
+        assert v["events.torso_com.com_offset"] == pytest.approx(com[r["env_id"]].tolist())
         assert v["events.gains.damping"] == pytest.approx(damping[r["env_id"]].tolist())
         assert v["events.joint_parameters.armature"] == pytest.approx(
             armature[r["env_id"]].tolist()

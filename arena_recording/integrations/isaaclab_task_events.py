@@ -249,6 +249,23 @@ def _material(env: ManagerBasedEnv, p: dict[str, Any]) -> tuple[list[_Probe], li
     return probes, [_Writes(q, cfg.name, bodies) for q in ("friction", "restitution")]
 
 
+def _com(env: ManagerBasedEnv, p: dict[str, Any]) -> tuple[list[_Probe], list[_Writes]]:
+    """The centre-of-mass offset from the default, one per env for every selected body."""
+    cfg = p["asset_cfg"]
+    com = il.QUANTITIES["body_com"]
+    default = com.read(env, cfg)
+    axes = tuple(a for a in _AXES[:3] if a in p["com_range"])
+    columns = [_AXES.index(a) for a in axes]
+
+    def read(ids: torch.Tensor) -> torch.Tensor:
+        return (com.read(env, cfg)[ids] - default[ids])[:, 0, columns]
+
+    description = _describe_axes(p["com_range"], axes)
+    description["params"]["items"] = com.item_names(env, cfg)
+    probe = _Probe("com_offset", _squeeze((len(axes),)), read, description)
+    return [probe], [_Writes("body_com", cfg.name, _items(env, cfg, "body_com"))]
+
+
 def _root_state(env: ManagerBasedEnv, p: dict[str, Any]) -> tuple[list[_Probe], list[_Writes]]:
     """Pose offsets from the default (x, y, z, roll, pitch, yaw) and velocity offsets."""
     cfg = p["asset_cfg"]
@@ -376,6 +393,7 @@ _PROBES: dict[Any, Callable[[ManagerBasedEnv, dict[str, Any]], tuple[list[_Probe
 _PROBES = {
     mdp_events.randomize_rigid_body_mass: _mass,
     mdp_events.randomize_rigid_body_material: _material,
+    mdp_events.randomize_rigid_body_com: _com,
     mdp_events.reset_root_state_uniform: _root_state,
     mdp_events.reset_joints_by_offset: _joints_by("add"),
     mdp_events.reset_joints_by_scale: _joints_by("scale"),
