@@ -203,6 +203,9 @@ class Session:
             return
         if self._recorder is not None:
             self.unbind(self._recorder)
+        if status == "completed" and not self._counts["episodes"]:
+            status = "empty"  # never a silent "completed" with nothing in it
+            log.warning("arena-recording: no episode was recorded into %s", self.records_path)
         self._sink.close()
         self.status = status
         if isinstance(error, BaseException):

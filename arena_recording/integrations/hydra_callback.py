@@ -60,6 +60,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from arena_recording.integrations.hydra_configs import RecorderConf, TermConf
+from arena_recording.integrations.isaaclab_entry import DeferredRecording, defer_to_env
 
 if TYPE_CHECKING:
     from arena_recording.core.session import Session
@@ -207,10 +208,11 @@ class RecorderCallback(Callback):
 
     def __init__(self) -> None:
         self._session: Session | None = None
+        self._deferred: DeferredRecording | None = None
         _count_live()
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_session": None}  # sessions hold open files
+        return {**self.__dict__, "_session": None, "_deferred": None}  # sessions hold open files
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -219,6 +221,9 @@ class RecorderCallback(Callback):
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
             self._session = start_session(config)
+            # Isaac Lab's entry points compose in the job and build the env after it ends
+            task_function = kwargs.get("task_function")
+            self._deferred = defer_to_env(self._session, config, task_function, _write_report)
         except Exception as err:
             output_dir = OmegaConf.select(config, "hydra.runtime.output_dir", default="?")
             raise RecorderStartError(
@@ -228,7 +233,11 @@ class RecorderCallback(Callback):
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         session, self._session = self._session, None
+        deferred, self._deferred = self._deferred, None
         if session is None:
+            return
+        if deferred is not None and job_return.status != JobStatus.FAILED:
+            deferred.record_env()  # the session stays open until the env built after it closes
             return
         if job_return.status == JobStatus.FAILED:
             # ``return_value`` re-raises the task's exception; the stored one is the error.

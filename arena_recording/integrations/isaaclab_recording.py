@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -60,6 +61,7 @@ MAX_JOINED_TERMS = 12
 combination, 2**n - 1 of them); with more, it names the first that fired."""
 
 _ATTRIBUTE = "_arena_recording_episodes"
+_live: weakref.WeakSet[EnvRecording] = weakref.WeakSet()
 
 
 def env_ids_tensor(env: RLEnv, env_ids: EnvIds) -> torch.Tensor:
@@ -214,6 +216,7 @@ class EnvRecording:
         self._close: Callable[[], None] = env.close
         env._reset_idx = self.reset_idx
         env.close = self.close
+        _live.add(self)
 
     def reset_idx(self, env_ids: EnvIds, *args: Any, **kwargs: Any) -> Any:
         """Close the episodes of ``env_ids`` into the session, then run the env's reset."""
@@ -233,6 +236,7 @@ class EnvRecording:
         self.recorder.close(end)
         self.session.unbind(self.recorder)
         self.recorder = None
+        _live.discard(self)
         if self.finish_session:
             self.session.finish("completed")
 
@@ -240,6 +244,11 @@ class EnvRecording:
         """The env is closing: detach, then close it."""
         self.detach()
         self._close()
+
+
+def live_recordings(session: Session) -> list[EnvRecording]:
+    """The envs recording into ``session`` now."""
+    return [recording for recording in _live if recording.session is session]
 
 
 class RecordingHook(ManagerTermBase):
@@ -274,6 +283,11 @@ class _RecordingEventsCfg:
     """``events`` of a ``DirectRLEnvCfg`` that has none: only the recording hook."""
 
 
+def supports_recording(env_cfg: Any) -> bool:
+    """Whether envs built from ``env_cfg`` can record (manager-based RL and direct RL envs)."""
+    return isinstance(env_cfg, ManagerBasedRLEnvCfg | DirectRLEnvCfg)
+
+
 def instrument(
     env_cfg: ManagerBasedRLEnvCfg | DirectRLEnvCfg,
     *,
@@ -283,12 +297,15 @@ def instrument(
     """Add the recording hook to ``env_cfg`` if a session is active; else do nothing.
 
     ``success_terms`` are checked here against the task's termination terms (a ``ConfigError``
-    naming them); ``finish_session`` finishes the session when the env closes.
+    naming them); ``finish_session`` finishes the session when the env closes. The task's own
+    randomizing event terms are recorded too (``isaaclab_task_events.record_task_events``).
     """
+    from arena_recording.integrations.isaaclab_task_events import record_task_events
+
     session = active_session()
     if session is None:
         return env_cfg
-    if not isinstance(env_cfg, ManagerBasedRLEnvCfg | DirectRLEnvCfg):
+    if not supports_recording(env_cfg):
         raise ConfigError(
             "env_cfg",
             f"recording needs a ManagerBasedRLEnvCfg or DirectRLEnvCfg, got {type(env_cfg).__name__}",
@@ -302,5 +319,6 @@ def instrument(
         params={"success_terms": success, "finish_session": finish_session},
     )
     setattr(env_cfg.events, HOOK_TERM, hook)
+    record_task_events(env_cfg)
     log.info("arena-recording: the env built from this cfg records into %s", session.output_dir)
     return env_cfg
