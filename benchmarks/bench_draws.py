@@ -6,7 +6,7 @@ kernels and host synchronizations one draw costs, and whether CUDA gives the CPU
 
     python benchmarks/bench_draws.py                  # CPU: numpy and eager torch
     python benchmarks/bench_draws.py --backends numpy eager compiled   # + inductor C++ (slow)
-    python benchmarks/bench_draws.py --device cuda    # eager and compiled (one fused kernel)
+    python benchmarks/bench_draws.py --device cuda    # eager and compiled (two fused kernels)
 """
 
 from __future__ import annotations

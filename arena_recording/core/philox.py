@@ -10,9 +10,9 @@ never give the same block, so draws do not collide at the birthday rate of a 32-
 Two implementations give bit-identical uniforms (tested against each other and against
 Random123's known answers):
 
-- CUDA: int64 torch ops compiled into one fused kernel (``torch.compile``), with no host
-  synchronization. Every 32x32-bit product is split into partial products below 2**49, so no
-  int64 ever overflows on any backend.
+- CUDA: int64 torch ops compiled into fused kernels (``torch.compile``; two per draw), with no
+  host synchronization. Every 32x32-bit product is split into partial products below 2**49, so
+  no int64 ever overflows on any backend.
 - CPU: numpy uint64/uint32 arrays, whose wrap-around is defined; a small draw costs a few
   dozen numpy calls instead of a few hundred torch calls, and needs no compiler.
 
@@ -217,7 +217,7 @@ def philox_uniforms(
     Element ``[i, j]`` comes from Philox4x32-10 under ``key`` of the counter ``(env_ids[i],
     episode_in_env[i], draw_index (or draw_index[i]), j)``, each word taken mod 2**32 (so the
     build-time env and episode ``-1`` are ``2**32 - 1``). ``backend`` defaults to ``"numpy"`` on
-    CPU and ``"compiled"`` (one fused kernel) elsewhere; every backend gives the same bits.
+    CPU and ``"compiled"`` (fused kernels) elsewhere; every backend gives the same bits.
     Nothing here reads a device value back to the host.
     """
     device = env_ids.device

@@ -74,7 +74,8 @@ def counter_uniforms(
 
     Philox4x32-10 keyed by ``(seed, key_hash)`` of the counter (env id, episode in env, draw
     index, component): adding envs, components or variations never shifts the values of the
-    others, CPU and CUDA give the same bits, and a CUDA draw is one kernel with no host sync.
+    others, CPU and CUDA give the same bits, and a CUDA draw is two fused kernels with no host
+    synchronization.
     """
     key = derive_key(seed, key_hash)
     u = philox_uniforms(key, env_ids, episode_in_env, draw_index, math.prod(shape))
