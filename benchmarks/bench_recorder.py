@@ -147,9 +147,9 @@ class Harness:
             env=SyntheticEnv(num_envs, device),
             termination_names=TERMINATIONS,
         )
-        self.episodic = [v for v in self.variations if v.scope is Scope.EPISODE]
+        self.episodic = [v for v in self.variations if v.scope is Scope.episode]
         for variation in self.variations:
-            if variation.scope is Scope.BUILD:
+            if variation.scope is Scope.build:
                 variation.sample(None, seed=SEED, device=device)
         self._sample(torch.arange(num_envs, device=device))
         self.ends = episode_ends(num_envs, 4, device)

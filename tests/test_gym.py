@@ -172,5 +172,16 @@ def test_build_scope_and_categorical_variations(tmp_path, recorder_cfg):
 
 def test_interval_scope_is_rejected_for_gym():
     variations = build_variations({"push": {"sampler": {"type": "constant"}, "scope": "interval"}})
-    with pytest.raises(ValueError, match="variation 'push': interval scope is not supported"):
+    with pytest.raises(ValueError, match=r"push\.scope: interval scope is not supported"):
         VariationsWrapper(cartpole(AutoresetMode.NEXT_STEP), variations)
+
+
+def test_apply_block_names_the_attribute_and_rejects_unknown_keys():
+    sampler = {"type": "constant", "value": 7.0}
+    spec = {"sampler": sampler, "scope": "build", "apply": {"attribute": "force_mag"}}
+    env = VariationsWrapper(cartpole(AutoresetMode.NEXT_STEP), build_variations({"push": spec}))
+    assert {sub.unwrapped.force_mag for sub in env.unwrapped.envs} == {7.0}
+    env.close()
+    spec["apply"] = {"atribute": "force_mag"}
+    with pytest.raises(ValueError, match=r"push\.apply\.atribute: unknown key"):
+        VariationsWrapper(cartpole(AutoresetMode.NEXT_STEP), build_variations({"push": spec}))

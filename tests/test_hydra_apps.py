@@ -32,6 +32,7 @@ CORE_FIELDS = {
 }
 FINAL_X = "+recorder.terms.final_x={func: my_pkg.metrics:final_x, params: {axis: 0}}"
 GRAVITY = "+variations={gravity: {sampler: {type: uniform, low: 8, high: 12}}}"
+BUILDS_X = "+recorder.terms.x={func: {_target_: my_pkg.metrics.final_x, _partial_: true, axis: 1}}"
 
 
 def check_ok(proc: subprocess.CompletedProcess[str]) -> None:
@@ -84,6 +85,17 @@ def test_yaml_app_core_variations_custom_term_and_settings(tmp_path: Path) -> No
     info = manifest(out)
     assert info["config"]["fsync"] is True
     assert info["terms"]["final_x"] == {"func": "my_pkg.metrics:final_x", "params": {"axis": 0}}
+
+
+def test_default_recorder_and_a_target_term_from_the_command_line(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    check_ok(run_app("yaml_app.py", "+recorder=default", BUILDS_X, f"hydra.run.dir={out}"))
+    rows = records(out / "episodes.jsonl")
+    check_gravity(rows)
+    assert all(set(row) == CORE_FIELDS | {"variations", "x"} for row in rows)
+    info = manifest(out)
+    assert list(info["terms"]) == ["core", "variations", "x"]
+    assert info["terms"]["x"] == {"func": "my_pkg.metrics:final_x", "params": {"axis": 1}}
 
 
 def test_recording_is_opt_in(tmp_path: Path) -> None:
@@ -194,14 +206,47 @@ def test_interrupted_run(tmp_path: Path, signum: int) -> None:
         ),
         (
             ["variations.gravity.sampler.type=unifrom"],
-            ["config key variations.gravity", "unknown sampler type 'unifrom'"],
+            ["config key variations.gravity.sampler.type", "'unifrom' is not one of [uniform,"],
         ),
         (
             ["+variations.gravity.scope=sometimes"],
-            ["config key variations.gravity", "scope 'sometimes' is not one of"],
+            ["config key variations.gravity.scope", "'sometimes' is not one of [build,"],
+        ),
+        (
+            ["++variations={cube.mass: {sampler: {type: uniform, low: 5, high: 1}}}"],
+            ["config key variations.cube.mass.sampler.low", "low 5 must be <= high 1"],
+        ),
+        (
+            ["+variations.gravity.scoep=build"],
+            ["config key variations.gravity.scoep", "unknown key"],
+        ),
+        (
+            ["+variations.gravity.sampler.hgih=3"],
+            ["config key variations.gravity.sampler.hgih", "unknown key"],
+        ),
+        (
+            ["+variations.gravity.sampler.p=abc"],
+            ["config key variations.gravity.sampler.p", "'abc' is not a number"],
+        ),
+        (
+            ["+variations.gravity.enabled=maybe"],
+            ["config key variations.gravity.enabled", "'maybe' is not a bool"],
         ),
     ],
-    ids=["unknown-func", "unknown-module", "params", "term-key", "bounds", "type", "scope"],
+    ids=[
+        "unknown-func",
+        "unknown-module",
+        "params",
+        "term-key",
+        "bounds",
+        "type",
+        "scope",
+        "dotted-key",
+        "variation-key",
+        "sampler-key",
+        "value-type",
+        "bool-type",
+    ],
 )
 def test_errors_stop_the_job_before_its_task(
     tmp_path: Path, overrides: list[str], expected: list[str]

@@ -1,11 +1,10 @@
-"""In-process checks of the Hydra pieces: schemas in step with the core configs, idempotent
-registration and search path, config groups composed by real Hydra, sweep-table helpers."""
+"""In-process checks of the Hydra pieces: idempotent schema registration and search path,
+config groups composed by real Hydra (``+recorder=default`` is core and variations), the job
+start checks of variations wherever they sit, and sweep-table helpers."""
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
-import json
 from pathlib import Path
 
 import pytest
@@ -16,42 +15,27 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from arena_recording.analysis.sweeps import flatten, parse_override, read_records
-from arena_recording.core import sampling, session, terms, variations
-from arena_recording.integrations import hydra_configs as configs
+from arena_recording.core.config import SAMPLERS, RecorderCfg, UniformCfg, VariationCfg
+from arena_recording.errors import ConfigError
 from arena_recording.integrations.hydra_callback import (
     check_variations,
     recorder_node,
     variations_from_config,
 )
 
-
-def field_names(cls: type) -> set[str]:
-    return {f.name for f in dataclasses.fields(cls)}
-
-
-def test_schemas_match_the_core_configs() -> None:
-    assert field_names(configs.RecorderConf) == field_names(session.RecorderCfg)
-    assert field_names(configs.TermConf) == field_names(terms.TermCfg)
-    assert field_names(configs.VariationConf) == field_names(variations.VariationCfg)
-    assert set(configs.SAMPLER_CONFS) == set(sampling.SAMPLER_TYPES)
-    for name, conf in configs.SAMPLER_CONFS.items():
-        core = sampling.SAMPLER_TYPES[name]
-        assert field_names(conf) == field_names(core) | {"type"}, name
-        assert conf().type == name
-        defaults = OmegaConf.to_container(OmegaConf.structured(conf))
-        if "???" not in json.dumps(defaults):  # choice has no default choices
-            assert sampling.sampler_cfg(defaults) == core()
+PLUGIN = "hydra_plugins.arena_recording.searchpath"
 
 
 def test_plugin_and_registration_are_idempotent() -> None:
-    configs.register_configs()
-    configs.register_configs()
-    stored = ConfigStore.instance().repo["arena_recording"]
-    assert {"recorder.yaml", "term.yaml", "variation.yaml"} <= set(stored["schema"])
-    assert set(stored["sampler"]) == {f"{name}.yaml" for name in configs.SAMPLER_CONFS}
-
-    module = importlib.import_module("hydra_plugins.arena_recording.searchpath")
+    module = importlib.import_module(PLUGIN)
+    module.register_configs()
     importlib.reload(module)  # what a plugin scan in a launcher worker does
+    stored = ConfigStore.instance().repo["arena_recording"]
+    assert set(stored["schema"]) == {"recorder.yaml", "term.yaml", "variation.yaml"}
+    assert set(stored["sampler"]) == {f"{kind.value}.yaml" for kind in SAMPLERS}
+    node = ConfigStore.instance().load("arena_recording/schema/recorder.yaml").node
+    assert OmegaConf.get_type(node) is RecorderCfg  # the dataclass itself, no _target_
+
     path = create_config_search_path(None)
     module.ArenaRecordingSearchPathPlugin().manipulate_search_path(path)
     entries = [(e.provider, e.path) for e in path.get_path()]
@@ -69,6 +53,17 @@ def hydra_compose():
     GlobalHydra.instance().clear()
 
 
+def test_default_is_core_and_variations(hydra_compose) -> None:
+    default = hydra_compose(overrides=["+recorder=default"], return_hydra_config=True)
+    both = hydra_compose(overrides=["+recorder=[core,variations]"], return_hydra_config=True)
+    assert OmegaConf.to_container(default.recorder) == OmegaConf.to_container(both.recorder)
+    assert list(default.recorder.terms) == ["core", "variations"]
+    for key in ("hydra.callbacks", "hydra.job.env_set"):
+        assert OmegaConf.select(default, key) == OmegaConf.select(both, key)
+    job = {k: v for k, v in OmegaConf.to_container(default).items() if k != "hydra"}
+    assert job == {k: v for k, v in OmegaConf.to_container(both).items() if k != "hydra"}
+
+
 def test_groups_compose_into_typed_recorder(hydra_compose) -> None:
     cfg = hydra_compose(
         overrides=[
@@ -81,19 +76,18 @@ def test_groups_compose_into_typed_recorder(hydra_compose) -> None:
         return_hydra_config=True,
     )
     assert recorder_node(cfg) is not None
-    assert OmegaConf.get_type(cfg.recorder) is configs.RecorderConf
+    assert OmegaConf.get_type(cfg.recorder) is RecorderCfg
     assert set(cfg.recorder.terms) == {"core", "variations", "extra"}
     assert cfg.recorder.resume is True
     assert (
         cfg.hydra.callbacks.arena_recording._target_
         == "arena_recording.integrations.hydra_callback.RecorderCallback"
     )
-    assert cfg.variations.mass.sampler == {
+    sampler = OmegaConf.to_container(cfg.variations.mass.sampler, enum_to_str=True)
+    assert {k: v for k, v in sampler.items() if v is not None} == {
         "type": "normal",
         "mean": 0.0,
         "std": 0.5,
-        "low": None,
-        "high": None,
     }
     check_variations(cfg)
     (mass,) = variations_from_config(cfg.variations)
@@ -109,7 +103,7 @@ def test_only_our_recorder_node_switches_recording_on(hydra_compose) -> None:
 def test_variations_from_structured_and_list_configs() -> None:
     node = OmegaConf.create(
         {
-            "gravity": configs.VariationConf(sampler=configs.UniformConf(low=8.0, high=12.0)),
+            "gravity": VariationCfg(sampler=UniformCfg(low=8.0, high=12.0)),
             "pole": {"sampler": {"type": "choice", "choices": ["short", "long"]}},
         }
     )
@@ -119,12 +113,55 @@ def test_variations_from_structured_and_list_configs() -> None:
         OmegaConf.create([{"key": "p", "sampler": {"type": "bernoulli", "p": 0.2}}])
     )
     assert listed[0].schema()["kind"] == "boolean"
-    with pytest.raises(ValueError, match=r"config key env\.variations\.bad: .*p 2"):
-        check_variations(
-            OmegaConf.create(
-                {"env": {"variations": {"bad": {"sampler": {"type": "bernoulli", "p": 2}}}}}
-            )
-        )
+
+
+@pytest.mark.parametrize(
+    ("config", "key"),
+    [
+        (
+            {"env": {"variations": {"bad": {"sampler": {"type": "bernoulli", "p": 2}}}}},
+            "env.variations.bad.sampler.p",
+        ),
+        (
+            {"variations": {"cube.mass": {"sampler": {"type": "unifrom"}}}},
+            "variations.cube.mass.sampler.type",
+        ),
+        (
+            {"variations": {"g": {"sampler": {"type": "constant"}, "scoep": "x"}}},
+            "variations.g.scoep",
+        ),
+        (
+            {"variations": {"g": {"sampler": {"type": "normal", "hgih": 1}}}},
+            "variations.g.sampler.hgih",
+        ),
+        (
+            {"variations": {"g": {"sampler": {"type": "constant"}, "enabled": "maybe"}}},
+            "variations.g.enabled",
+        ),
+        (
+            {"a": [{"variations": [{"key": "x", "sampler": {"type": "choice"}}]}]},
+            "a[0].variations[0].sampler.choices",
+        ),
+        ({"variations": {"g": {"sampler": {"type": "constant"}}, "h": 3}}, "variations.h"),
+    ],
+    ids=["nested", "dotted-key", "variation-key", "sampler-key", "bool", "list", "not-a-mapping"],
+)
+def test_job_start_checks_name_the_config_path(config: dict, key: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        check_variations(OmegaConf.create(config))
+    assert raised.value.key == key
+
+
+def test_other_uses_of_a_variations_key_and_interpolations() -> None:
+    check_variations(
+        OmegaConf.create({"variations": {"note": "not ours"}, "x": {"variations": [1]}})
+    )
+    config = OmegaConf.create(
+        {"hi": 12.0, "variations": {"g": {"sampler": {"type": "uniform", "high": "${hi}"}}}}
+    )
+    check_variations(config)
+    (gravity,) = variations_from_config(config.variations)
+    assert gravity.schema()["high"] == [12.0]
 
 
 def test_sweep_helpers(tmp_path: Path) -> None:

@@ -20,7 +20,15 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-HYDRA_DISTS = ("hydra-core", "omegaconf", "antlr4-python3-runtime", "PyYAML", "packaging")
+HYDRA_DISTS = (
+    "hydra-core",
+    "hydra-zen",
+    "typing_extensions",
+    "omegaconf",
+    "antlr4-python3-runtime",
+    "PyYAML",
+    "packaging",
+)
 IGNORE = shutil.ignore_patterns(
     ".git",
     ".venv",
@@ -106,6 +114,8 @@ def test_wheel_contents(wheel: Path) -> None:
         "arena_recording/conf/__init__.py",
         "arena_recording/conf/recorder/core.yaml",
         "arena_recording/conf/recorder/variations.yaml",
+        "arena_recording/conf/recorder/default.yaml",
+        "arena_recording/core/config.py",
         "arena_recording/integrations/hydra_callback.py",
         "arena_recording/core/session.py",
         "arena_recording/analysis/load.py",
@@ -157,9 +167,15 @@ def test_discovery_from_the_wheel_in_a_fresh_venv(wheel: Path, tmp_path: Path) -
     assert "pkg://arena_recording.conf" in searchpath
     assert "pkg://hydra_plugins.arena_recording" in searchpath
 
-    job = run(python, app, "+recorder=[core,variations]", "--cfg", "job", cwd=tmp_path)
+    job = run(python, app, "+recorder=default", "--cfg", "job", cwd=tmp_path)
     assert "func: arena_recording.core.terms:core" in job
     assert "func: arena_recording.core.terms:variations" in job
+
+    # the schemas are typed while Hydra composes, without torch
+    typo = [python, app, "+recorder=default", "recorder.terms.core.enabld=false", "--cfg", "job"]
+    env = {"PATH": "/usr/bin:/bin"}
+    proc = subprocess.run(typo, cwd=tmp_path, env=env, capture_output=True, text=True, check=False)
+    assert proc.returncode != 0 and "recorder.terms.core.enabld" in proc.stderr, proc.stderr
 
     hydra = run(python, app, "+recorder=core", "--cfg", "hydra", cwd=tmp_path)
     assert "_target_: arena_recording.integrations.hydra_callback.RecorderCallback" in hydra

@@ -5,23 +5,27 @@ from __future__ import annotations
 import pytest
 import torch
 
-from arena_recording.core.sampling import (
+from arena_recording.core.config import (
     BernoulliCfg,
     ChoiceCfg,
     ConstantCfg,
-    Draw,
     LogUniformCfg,
     NormalCfg,
     UniformCfg,
+    VariationCfg,
     sampler_cfg,
+    variation_cfg,
 )
-from arena_recording.core.variations import VariationBase, VariationCfg, observe_variations
+from arena_recording.core.sampling import Draw, build_sampler
+from arena_recording.core.variations import VariationBase, build_variations, observe_variations
+from arena_recording.errors import ConfigError
 
 N = 20_000
 
 
 def draw(cfg, env_ids, episodes, key="k", seed=0):
-    return cfg.build(key).sample(env_ids, seed=seed, episode_in_env=episodes, dtype=torch.float64)
+    sampler = build_sampler(cfg, key)
+    return sampler.sample(env_ids, seed=seed, episode_in_env=episodes, dtype=torch.float64)
 
 
 def test_draws_depend_only_on_seed_key_env_episode_not_on_batch():
@@ -80,53 +84,98 @@ def test_distributions(cfg, check):
 
 
 def test_choice_weights_and_labels():
-    numeric = draw(ChoiceCfg(choices=[1.0, 5.0], weights=[3, 1]), torch.arange(N), torch.zeros(N))
-    assert set(numeric.tolist()) == {1.0, 5.0}
-    assert abs(float((numeric == 5.0).double().mean()) - 0.25) < 0.01
+    index = draw(ChoiceCfg(choices=[1.0, 5.0], weights=[3, 1]), torch.arange(N), torch.zeros(N))
+    assert index.dtype == torch.int64 and set(index.tolist()) == {0, 1}
+    assert abs(float((index == 1).double().mean()) - 0.25) < 0.01
     labels = draw(ChoiceCfg(choices=["red", "green", "blue"]), torch.arange(N), torch.zeros(N))
     assert labels.dtype == torch.int64 and set(labels.tolist()) == {0, 1, 2}
 
 
+def test_numeric_choices_are_exact_in_labels_and_values_for_appliers():
+    (variation,) = build_variations(
+        {"size": {"sampler": {"type": "choice", "choices": [0.1, 0.3]}}}
+    )
+    drawn = variation.sample(torch.arange(64), seed=0, episode_in_env=torch.zeros(64).long())
+    assert variation.labels == [0.1, 0.3]
+    assert {variation.labels[i] for i in drawn.tolist()} == {0.1, 0.3}  # never 0.10000000149
+    values = variation.values(drawn, dtype=torch.float64)
+    assert set(values.tolist()) == {0.1, 0.3}
+    assert variation.schema()["choices"] == [0.1, 0.3]
+
+
 def test_build_draw_without_env_ids_is_one_shared_value():
-    values = UniformCfg(low=[0.0, 0.0], high=[1.0, 1.0]).build("g").sample(None, seed=3)
+    values = build_sampler(UniformCfg(low=[0.0, 0.0], high=[1.0, 1.0]), "g").sample(None, seed=3)
     assert values.shape == (2,)
 
 
 @pytest.mark.parametrize(
-    ("spec", "message"),
+    ("spec", "key", "message"),
     [
-        ({"type": "uniform", "low": 2.0, "high": 1.0}, "low 2.0 must be <= high 1.0"),
-        ({"type": "uniform", "low": [0, 0], "high": [1, 1, 1]}, "different lengths"),
-        ({"type": "log_uniform", "low": 0.0, "high": 1.0}, "low 0.0 must be > 0"),
-        ({"type": "normal", "mean": 0.0, "std": 0.0}, "std 0.0 must be > 0"),
-        ({"type": "normal", "low": 1.0, "high": 1.0}, "low 1.0 must be < high 1.0"),
-        ({"type": "choice", "choices": []}, "choices must not be empty"),
-        ({"type": "choice", "choices": [1, 2], "weights": [1.0]}, "1 weights for 2 choices"),
-        ({"type": "choice", "choices": [1, 2], "weights": [1.0, -1.0]}, "must be >= 0"),
-        ({"type": "bernoulli", "p": 1.5}, "p 1.5 must be in [0, 1]"),
-        ({"type": "uniform", "low": 0.0, "hgih": 1.0}, "sampler type 'uniform'"),
-        ({"type": "gaussian"}, "unknown sampler type 'gaussian'"),
+        ({"type": "uniform", "low": 2.0, "high": 1.0}, "s.low", "low 2.0 must be <= high 1.0"),
+        ({"type": "uniform", "low": [0, 0], "high": [1, 1, 1]}, "s", "different lengths"),
+        ({"type": "uniform", "low": "abc"}, "s.low", "must be a number or a non-empty list"),
+        ({"type": "uniform", "high": float("inf")}, "s.high", "must be finite"),
+        ({"type": "log_uniform", "low": 0.0, "high": 1.0}, "s.low", "low 0.0 must be > 0"),
+        ({"type": "normal", "mean": 0.0, "std": 0.0}, "s.std", "std 0.0 must be > 0"),
+        ({"type": "normal", "low": 1.0, "high": 1.0}, "s.low", "low 1.0 must be < high 1.0"),
+        ({"type": "normal", "low": 40.0, "high": 41.0}, "s", "has no mass"),
+        ({"type": "choice"}, "s.choices", "choices are required"),
+        ({"type": "choice", "choices": []}, "s.choices", "choices must not be empty"),
+        ({"type": "choice", "choices": [[1]]}, "s.choices[0]", "is not a number, string"),
+        ({"type": "choice", "choices": [1, 2], "weights": [1.0]}, "s.weights", "1 weights for 2"),
+        ({"type": "choice", "choices": [1, 2], "weights": [1, -1]}, "s.weights", "must be >= 0"),
+        ({"type": "choice", "choices": [1, 2], "weights": [0, 0]}, "s.weights", "not all be zero"),
+        ({"type": "bernoulli", "p": 1.5}, "s.p", "p 1.5 must be in [0, 1]"),
+        ({"type": "bernoulli", "p": "abc"}, "s.p", "'abc' is not a number"),
+        ({"type": "constant", "value": [1, None]}, "s.value", "must be a number"),
+        ({"type": "uniform", "low": 0.0, "hgih": 1.0}, "s.hgih", "unknown key"),
+        ({"type": "uniform", "mean": 1.0}, "s.mean", "is not a field of a uniform sampler"),
+        ({"type": "gaussian"}, "s.type", "'gaussian' is not one of [uniform, log_uniform"),
     ],
 )
-def test_invalid_sampler_configs_name_the_offender(spec, message):
-    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
-        sampler_cfg(spec)
+def test_invalid_sampler_configs_name_the_config_path(spec, key, message):
+    with pytest.raises(ConfigError) as raised:
+        sampler_cfg(spec, "s")
+    assert raised.value.key == key and message in raised.value.message
 
 
-def test_invalid_variation_names_the_variation():
-    with pytest.raises(ValueError, match="variation 'object.mass'.*low 3.0 must be <= high 1.0"):
-        VariationCfg(key="object.mass", sampler={"type": "uniform", "low": 3.0, "high": 1.0})
-    with pytest.raises(ValueError, match="variation 'object.mass': scope 'sometimes'"):
-        VariationCfg(key="object.mass", sampler={"type": "constant"}, scope="sometimes")
+def test_per_type_configs_validate_on_construction_and_fill_defaults():
+    with pytest.raises(ConfigError, match="low 3 must be <= high 1"):
+        UniformCfg(low=3, high=1)
+    assert sampler_cfg({"type": "log_uniform"}) == LogUniformCfg(low=0.1, high=10.0)
+    assert repr(sampler_cfg({"type": "normal", "std": 2})) == (
+        "NormalCfg(mean=0.0, std=2, low=None, high=None)"
+    )
+    assert NormalCfg(mean=[0, 1], std=1).shape == (2,)
+    assert BernoulliCfg().describe()["weights"] == [0.5, 0.5]
+
+
+def test_invalid_variations_name_the_config_path():
+    bad = {"type": "uniform", "low": 3.0, "high": 1.0}
+    with pytest.raises(ConfigError, match=r"^object\.mass\.sampler\.low: low 3.0 must be <="):
+        VariationBase(VariationCfg(key="object.mass", sampler=bad))
+    cases = [
+        ({"sampler": {"type": "constant"}, "scope": "sometimes"}, "v.m.scope", "'sometimes'"),
+        ({"sampler": {"type": "constant"}, "scoep": "build"}, "v.m.scoep", "unknown key"),
+        ({"sampler": {"type": "constant"}, "enabled": "maybe"}, "v.m.enabled", "not a bool"),
+        ({"sampler": {"type": "constant"}, "apply": "x"}, "v.m.apply", "not a mapping"),
+        ({"scope": "build"}, "v.m.sampler", "a sampler is required"),
+    ]
+    for spec, key, message in cases:
+        with pytest.raises(ConfigError) as raised:
+            variation_cfg(spec, key="m", path="v.m")
+        assert raised.value.key == key and message in raised.value.message
+    with pytest.raises(ConfigError, match=r"variations\[0\]\.key: a variation needs"):
+        build_variations([{"sampler": {"type": "constant"}}], path="variations")
 
 
 def test_apply_cfg_keeps_listeners_and_remove_stops_them():
     heard: list[Draw] = []
-    variation = VariationBase(VariationCfg(key="mass", sampler=UniformCfg(1.0, 2.0)))
+    variation = VariationBase(VariationCfg(key="mass", sampler=UniformCfg(low=1.0, high=2.0)))
     variation.add_sample_listener(heard.append)
     ids, episodes = torch.arange(3), torch.zeros(3, dtype=torch.long)
     variation.sample(ids, seed=0, episode_in_env=episodes)
-    variation.apply_cfg(VariationCfg(key="mass", sampler=UniformCfg(10.0, 20.0)))
+    variation.apply_cfg(VariationCfg(key="mass", sampler=UniformCfg(low=10.0, high=20.0)))
     values = variation.sample(ids, seed=0, episode_in_env=episodes)
     assert len(heard) == 2 and heard[1].key == "mass"
     assert torch.equal(heard[1].values, values) and bool((values >= 10).all())
@@ -139,7 +188,7 @@ def test_apply_cfg_keeps_listeners_and_remove_stops_them():
 def test_observers_see_variations_built_while_registered():
     seen: list[str] = []
     stop = observe_variations(lambda v: seen.append(v.key))
-    VariationBase(VariationCfg(key="a", sampler=ConstantCfg(1.0)))
+    VariationBase(VariationCfg(key="a", sampler=ConstantCfg(value=1.0)))
     stop()
-    VariationBase(VariationCfg(key="b", sampler=ConstantCfg(1.0)))
+    VariationBase(VariationCfg(key="b", sampler=ConstantCfg(value=1.0)))
     assert seen == ["a"]

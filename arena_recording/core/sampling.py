@@ -7,8 +7,7 @@ variations are enabled. That is what makes "rerun the failing episodes" possible
 
 Example::
 
-    cfg = UniformCfg(low=0.2, high=0.8)
-    sampler = cfg.build(key="object.friction")
+    sampler = build_sampler(UniformCfg(low=0.2, high=0.8), key="object.friction")
     sampler.add_listener(lambda draw: print(draw.key, draw.values))
     values = sampler.sample(torch.tensor([0, 3]), seed=7, episode_in_env=torch.tensor([0, 2]))
 """
@@ -20,22 +19,14 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 
+from arena_recording.core.config import SamplerCfg, SamplerType, Scope
 from arena_recording.core.philox import derive_key, philox_uniforms
 
 _BUILD_EPISODE = -1  # episode index used for build-time draws
-
-
-class Scope(StrEnum):
-    """When a variation is drawn: once per build, at each reset, or during an episode."""
-
-    BUILD = "build"
-    EPISODE = "episode"
-    INTERVAL = "interval"
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +99,7 @@ class SamplerBase(ABC):
         seed: int,
         episode_in_env: torch.Tensor | None = None,
         draw_index: torch.Tensor | int = 0,
-        scope: Scope = Scope.EPISODE,
+        scope: Scope = Scope.episode,
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
     ) -> torch.Tensor:
@@ -140,31 +131,8 @@ def _as_tensor(value: Any) -> torch.Tensor:
     return torch.as_tensor(value, dtype=torch.float64)
 
 
-def _broadcast_shape(*values: Any) -> tuple[int, ...]:
-    return tuple(torch.broadcast_shapes(*(_as_tensor(v).shape for v in values)))
-
-
-def _check(condition: bool, cfg: Any, message: str) -> None:
-    if not condition:
-        raise ValueError(f"{type(cfg).__name__}: {message}")
-
-
-@dataclass
-class SamplerCfg:
-    """Base of the sampler configs: validates on construction and builds the live sampler."""
-
-    type: ClassVar[str]
-
-    def build(self, key: str) -> SamplerBase:
-        raise NotImplementedError
-
-    def describe(self) -> dict[str, Any]:
-        """Distribution, bounds or choices, for the factor schema."""
-        raise NotImplementedError
-
-
 class _TransformSampler(SamplerBase):
-    """A sampler whose values are ``transform(u)``; the configs below supply the transform."""
+    """A sampler whose values are ``transform(u)``; ``build_sampler`` supplies the transform."""
 
     def __init__(
         self, key: str, shape: tuple[int, ...], transform: Callable[[torch.Tensor], torch.Tensor]
@@ -177,233 +145,64 @@ class _TransformSampler(SamplerBase):
         return values if values.dtype in (torch.bool, torch.int64) else values.to(dtype)
 
 
-def _bounded(low: Any, high: Any, cfg: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    lo, hi = _as_tensor(low), _as_tensor(high)
-    _check(lo.ndim <= 1 and hi.ndim <= 1, cfg, "low and high must be scalars or vectors")
-    _check(
-        bool(torch.isfinite(lo).all() and torch.isfinite(hi).all()), cfg, "bounds must be finite"
-    )
-    try:
-        _broadcast_shape(lo, hi)
-    except RuntimeError:
-        _check(False, cfg, f"low {low!r} and high {high!r} have different lengths")
-    _check(bool((lo <= hi).all()), cfg, f"low {low!r} must be <= high {high!r}")
-    return lo, hi
+Transform = Callable[[torch.Tensor], torch.Tensor]
 
 
-@dataclass
-class _BoundedCfg(SamplerCfg):
-    """A distribution on ``[low, high]``: scalars or equal-length vectors."""
-
-    low: Any = 0.0
-    high: Any = 1.0
-
-    def __post_init__(self) -> None:
-        _bounded(self.low, self.high, self)
-
-    def describe(self) -> dict[str, Any]:
-        return {"distribution": self.type, "low": self.low, "high": self.high}
+def _uniform(cfg: SamplerCfg) -> Transform:
+    lo, hi = _as_tensor(cfg.low), _as_tensor(cfg.high)
+    return lambda u: lo.to(u.device) + u * (hi - lo).to(u.device)
 
 
-@dataclass
-class UniformCfg(_BoundedCfg):
-    """Uniform on ``[low, high]``; vector bounds give one factor component per entry."""
-
-    type: ClassVar[str] = "uniform"
-
-    def build(self, key: str) -> SamplerBase:
-        lo, hi = _bounded(self.low, self.high, self)
-        shape = _broadcast_shape(lo, hi)
-        return _TransformSampler(key, shape, lambda u: lo.to(u.device) + u * (hi - lo).to(u.device))
+def _log_uniform(cfg: SamplerCfg) -> Transform:
+    log_lo = _as_tensor(cfg.low).log()
+    log_span = _as_tensor(cfg.high).log() - log_lo
+    return lambda u: (log_lo.to(u.device) + u * log_span.to(u.device)).exp()
 
 
-@dataclass
-class LogUniformCfg(_BoundedCfg):
-    """Log-uniform on ``[low, high]`` with ``0 < low <= high`` (scale factors, stiffnesses)."""
+def _normal(cfg: SamplerCfg) -> Transform:
+    """Inverse-CDF sampling restricted to ``[cdf(low), cdf(high)]`` (all of it untruncated)."""
+    mean, std = _as_tensor(cfg.mean), _as_tensor(cfg.std)
+    lo = _as_tensor(-math.inf if cfg.low is None else cfg.low)
+    hi = _as_tensor(math.inf if cfg.high is None else cfg.high)
+    p_lo, p_hi = torch.special.ndtr((lo - mean) / std), torch.special.ndtr((hi - mean) / std)
 
-    low: Any = 0.1
-    high: Any = 10.0
-    type: ClassVar[str] = "log_uniform"
+    def transform(u: torch.Tensor) -> torch.Tensor:
+        d = u.device
+        z = torch.special.ndtri(p_lo.to(d) + u * (p_hi - p_lo).to(d))
+        return mean.to(d) + std.to(d) * z
 
-    def __post_init__(self) -> None:
-        lo, _ = _bounded(self.low, self.high, self)
-        _check(bool((lo > 0).all()), self, f"low {self.low!r} must be > 0")
-
-    def build(self, key: str) -> SamplerBase:
-        lo, hi = _bounded(self.low, self.high, self)
-        log_lo, log_span = lo.log(), hi.log() - lo.log()
-        shape = _broadcast_shape(lo, hi)
-        return _TransformSampler(
-            key, shape, lambda u: (log_lo.to(u.device) + u * log_span.to(u.device)).exp()
-        )
+    return transform
 
 
-@dataclass
-class NormalCfg(SamplerCfg):
-    """Normal(mean, std), truncated to ``[low, high]`` when either bound is given."""
-
-    mean: Any = 0.0
-    std: Any = 1.0
-    low: Any = None
-    high: Any = None
-    type: ClassVar[str] = "normal"
-
-    def __post_init__(self) -> None:
-        self._limits()
-
-    def _limits(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        mean, std = _as_tensor(self.mean), _as_tensor(self.std)
-        _check(bool(torch.isfinite(mean).all()), self, f"mean {self.mean!r} must be finite")
-        _check(
-            bool((std > 0).all() and torch.isfinite(std).all()),
-            self,
-            f"std {self.std!r} must be > 0",
-        )
-        low = -math.inf if self.low is None else self.low
-        high = math.inf if self.high is None else self.high
-        lo, hi = _as_tensor(low), _as_tensor(high)
-        _check(bool((lo < hi).all()), self, f"low {self.low!r} must be < high {self.high!r}")
-        normal = torch.distributions.Normal(0.0, 1.0)
-        p_lo, p_hi = normal.cdf((lo - mean) / std), normal.cdf((hi - mean) / std)
-        _check(bool((p_hi - p_lo > 1e-12).all()), self, "the truncation interval has no mass")
-        return mean, std, p_lo.double(), p_hi.double()
-
-    def build(self, key: str) -> SamplerBase:
-        mean, std, p_lo, p_hi = self._limits()
-        shape = _broadcast_shape(mean, std, p_lo, p_hi)
-
-        def transform(u: torch.Tensor) -> torch.Tensor:
-            d = u.device
-            z = torch.special.ndtri(p_lo.to(d) + u * (p_hi - p_lo).to(d))
-            return mean.to(d) + std.to(d) * z
-
-        return _TransformSampler(key, shape, transform)
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "distribution": "normal",
-            "mean": self.mean,
-            "std": self.std,
-            "low": self.low,
-            "high": self.high,
-        }
+def _choice(cfg: SamplerCfg) -> Transform:
+    """The index of the choice: records map it to the choice itself (``VariationBase.labels``)."""
+    weights = _as_tensor([1.0] * len(cfg.choices) if cfg.weights is None else cfg.weights)
+    cumulative = weights.cumsum(0) / weights.sum()
+    cumulative[-1] = 1.0
+    last = len(cumulative) - 1
+    return lambda u: torch.searchsorted(cumulative.to(u.device), u, right=True).clamp_max(last)
 
 
-@dataclass
-class ChoiceCfg(SamplerCfg):
-    """One of ``choices`` (optionally weighted). Numbers come out as values, other choices as
-    their index into ``choices``; records always show the choice itself."""
-
-    choices: Any = None
-    weights: Any = None
-    type: ClassVar[str] = "choice"
-
-    def __post_init__(self) -> None:
-        self._cumulative()
-
-    @property
-    def numeric(self) -> bool:
-        return all(isinstance(c, int | float) and not isinstance(c, bool) for c in self.choices)
-
-    def _cumulative(self) -> torch.Tensor:
-        _check(
-            isinstance(self.choices, Sequence) and not isinstance(self.choices, str),
-            self,
-            f"choices must be a list, got {self.choices!r}",
-        )
-        _check(len(self.choices) > 0, self, "choices must not be empty")
-        weights = [1.0] * len(self.choices) if self.weights is None else list(self.weights)
-        _check(
-            len(weights) == len(self.choices),
-            self,
-            f"{len(weights)} weights for {len(self.choices)} choices",
-        )
-        w = _as_tensor(weights)
-        _check(
-            bool((w >= 0).all() and torch.isfinite(w).all()),
-            self,
-            f"weights {self.weights!r} must be >= 0",
-        )
-        _check(float(w.sum()) > 0, self, "weights must not all be zero")
-        cumulative = w.cumsum(0) / w.sum()
-        cumulative[-1] = 1.0
-        return cumulative
-
-    def build(self, key: str) -> SamplerBase:
-        cumulative = self._cumulative()
-        values = _as_tensor(self.choices) if self.numeric else None
-
-        def transform(u: torch.Tensor) -> torch.Tensor:
-            index = torch.searchsorted(cumulative.to(u.device), u, right=True)
-            index = index.clamp_max(len(cumulative) - 1)
-            return index if values is None else values.to(u.device)[index]
-
-        return _TransformSampler(key, (), transform)
-
-    def describe(self) -> dict[str, Any]:
-        return {"distribution": "choice", "choices": list(self.choices), "weights": self.weights}
+def _bernoulli(cfg: SamplerCfg) -> Transform:
+    return lambda u: u < cfg.p
 
 
-@dataclass
-class BernoulliCfg(SamplerCfg):
-    """True with probability ``p``."""
-
-    p: float = 0.5
-    type: ClassVar[str] = "bernoulli"
-
-    def __post_init__(self) -> None:
-        _check(0.0 <= self.p <= 1.0, self, f"p {self.p!r} must be in [0, 1]")
-
-    def build(self, key: str) -> SamplerBase:
-        return _TransformSampler(key, (), lambda u: u < self.p)
-
-    def describe(self) -> dict[str, Any]:
-        return {"distribution": "bernoulli", "p": self.p}
+def _constant(cfg: SamplerCfg) -> Transform:
+    value = _as_tensor(cfg.value)
+    return lambda u: value.to(u.device).expand(u.shape)
 
 
-@dataclass
-class ConstantCfg(SamplerCfg):
-    """Always ``value`` (a scalar or a vector): pins a factor without removing it from records."""
-
-    value: Any = 0.0
-    type: ClassVar[str] = "constant"
-
-    def __post_init__(self) -> None:
-        v = _as_tensor(self.value)
-        _check(
-            v.ndim <= 1 and bool(torch.isfinite(v).all()),
-            self,
-            f"value {self.value!r} must be finite",
-        )
-
-    def build(self, key: str) -> SamplerBase:
-        value = _as_tensor(self.value)
-        shape = tuple(value.shape)
-        return _TransformSampler(key, shape, lambda u: value.to(u.device).expand(u.shape))
-
-    def describe(self) -> dict[str, Any]:
-        return {"distribution": "constant", "value": self.value}
-
-
-SAMPLER_TYPES: dict[str, type[SamplerCfg]] = {
-    cls.type: cls
-    for cls in (UniformCfg, LogUniformCfg, NormalCfg, ChoiceCfg, BernoulliCfg, ConstantCfg)
+_TRANSFORMS: dict[SamplerType, Callable[[SamplerCfg], Transform]] = {
+    SamplerType.uniform: _uniform,
+    SamplerType.log_uniform: _log_uniform,
+    SamplerType.normal: _normal,
+    SamplerType.choice: _choice,
+    SamplerType.bernoulli: _bernoulli,
+    SamplerType.constant: _constant,
 }
 
 
-def sampler_cfg(spec: SamplerCfg | dict[str, Any]) -> SamplerCfg:
-    """A sampler config from itself or from a mapping with a ``type`` key (as YAML gives).
-
-    >>> sampler_cfg({"type": "uniform", "low": 0.5, "high": 2.0})
-    UniformCfg(low=0.5, high=2.0)
-    """
-    if isinstance(spec, SamplerCfg):
-        return spec
-    fields = dict(spec)
-    kind = fields.pop("type", None)
-    if kind not in SAMPLER_TYPES:
-        raise ValueError(f"unknown sampler type {kind!r}; expected one of {sorted(SAMPLER_TYPES)}")
-    try:
-        return SAMPLER_TYPES[kind](**fields)
-    except TypeError as err:
-        raise ValueError(f"sampler type {kind!r}: {err}") from None
+def build_sampler(cfg: SamplerCfg, key: str) -> SamplerBase:
+    """The live sampler of a (validated) sampler config, drawing for variation ``key``."""
+    cfg = cfg.checked(f"{key}.sampler")
+    return _TransformSampler(key, cfg.shape, _TRANSFORMS[cfg.type](cfg))

@@ -24,13 +24,14 @@ import threading
 import uuid
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import asdict, is_dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any, Self
 
+from arena_recording.core.config import RecorderCfg, recorder_cfg
 from arena_recording.core.episodes import EpisodeIdentity
 from arena_recording.core.format import (
     Counts,
@@ -44,39 +45,12 @@ from arena_recording.core.format import (
 )
 from arena_recording.core.recorder import EpisodeRecorder
 from arena_recording.core.sinks import JsonlSink, write_json_atomic
-from arena_recording.core.terms import TermCfg, resolve_term
+from arena_recording.core.terms import resolve_term
 from arena_recording.core.variations import VariationBase, observe_variations
 
 log = logging.getLogger(__name__)
 
 _PACKAGES = ("arena-recording", "hydra-core", "omegaconf", "torch", "gymnasium", "isaaclab")
-
-
-@dataclass
-class RecorderCfg:
-    """What a session records and how it writes.
-
-    ``terms`` maps a term name to its config; ``fsync`` forces every batch to disk (at most one
-    fsync per reset batch); ``resume`` appends to an existing recording in the output dir
-    instead of refusing to touch it; ``report`` asks the Hydra callback for an HTML report
-    (``arena_recording.analysis.report``) when the job, and the multirun, ends.
-    """
-
-    terms: dict[str, Any] = field(default_factory=dict)
-    fsync: bool = False
-    resume: bool = False
-    report: bool = False
-
-
-def recorder_cfg(cfg: RecorderCfg | Mapping[str, Any]) -> RecorderCfg:
-    """A ``RecorderCfg`` from itself or a mapping; unknown keys are errors that name them."""
-    if isinstance(cfg, RecorderCfg):
-        return cfg
-    known = set(RecorderCfg.__dataclass_fields__)
-    unknown = sorted(set(cfg) - known)
-    if unknown:
-        raise ValueError(f"recorder: unknown keys {unknown}; expected some of {sorted(known)}")
-    return RecorderCfg(**cfg)
 
 
 def process_rank() -> int | None:
@@ -139,9 +113,7 @@ class Session:
     ) -> None:
         self.cfg = recorder_cfg(cfg)
         self.terms = [
-            resolve_term(name, term)
-            for name, term in self.cfg.terms.items()
-            if (term.enabled if isinstance(term, TermCfg) else term.get("enabled", True))
+            resolve_term(name, term) for name, term in self.cfg.terms.items() if term.enabled
         ]
         self.output_dir = Path(output_dir).absolute()
         rank = process_rank()

@@ -1,7 +1,8 @@
 """Recorder terms: functions that add columns to the records of a batch of finished episodes.
 
-A term config names a function by import path (``pkg.module:function`` or ``pkg.module.function``)
-or holds a callable, plus ``params``. Functions are resolved and their params checked once, when
+A term config (``TermCfg``) names a function by import path (``pkg.module:function`` or
+``pkg.module.function``), holds a callable, or is a ``_target_`` node (hydra-zen ``builds``),
+plus ``params``. Functions are resolved and their params checked once, when
 the session starts; each is then called once per reset batch with an ``EpisodeBatch`` and
 returns columns (a mapping of name to one value per episode), or one column named after the term.
 
@@ -19,21 +20,15 @@ from __future__ import annotations
 import importlib
 import inspect
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import torch
 
-
-@dataclass
-class TermCfg:
-    """A recorder term: the function to call, its extra keyword ``params``, and a switch."""
-
-    func: Any = None
-    params: dict[str, Any] = field(default_factory=dict)
-    enabled: bool = True
+from arena_recording.core.config import TermCfg, from_mapping
+from arena_recording.errors import ConfigError
 
 
 @dataclass
@@ -106,29 +101,40 @@ def import_func(path: str) -> TermFunc:
     return target
 
 
-def resolve_term(name: str, cfg: TermCfg | Mapping[str, Any]) -> Term:
-    """Import the function and check ``params`` against its signature; errors name the term."""
-    if isinstance(cfg, Mapping):
-        unknown = set(cfg) - {"func", "params", "enabled"}
-        if unknown:
-            raise ValueError(f"recorder term {name!r}: unknown keys {sorted(unknown)}")
-        cfg = TermCfg(**cfg)
-    where = f"recorder term {name!r}"
-    if cfg.func is None:
-        raise ValueError(f"{where}: 'func' is required")
+def _target(node: Mapping[str, Any], where: str) -> tuple[Any, dict[str, Any]]:
+    """A ``_target_`` node (hydra-zen ``builds(func, zen_partial=True)``): the function path
+    and the params its other fields hold; Hydra's ``_partial_``, ``_convert_`` ... are dropped."""
+    if "_target_" not in node:
+        raise ConfigError(f"{where}.func", "a mapping needs _target_ (the function's path)")
+    if node.get("_args_"):
+        raise ConfigError(f"{where}.func._args_", "terms take params by name only")
+    params = {k: v for k, v in node.items() if not (k.startswith("_") and k.endswith("_"))}
+    return node["_target_"], params
+
+
+def resolve_term(name: str, cfg: TermCfg | Mapping[str, Any], path: str = "recorder") -> Term:
+    """Import the function and check ``params`` against its signature; errors name the config
+    key ``{path}.terms.{name}``."""
+    where = f"{path}.terms.{name}"
+    cfg = from_mapping(TermCfg, cfg, where)
+    func, params = cfg.func, dict(cfg.params or {})
+    if isinstance(func, Mapping):
+        func, node_params = _target(func, where)
+        params = {**node_params, **params}
+    if func is None:
+        raise ConfigError(f"{where}.func", "'func' is required")
     try:
-        func = import_func(cfg.func) if isinstance(cfg.func, str) else cfg.func
+        func = import_func(func) if isinstance(func, str) else func
     except ValueError as err:
-        raise ValueError(f"{where}: {err}") from None
+        raise ConfigError(f"{where}.func", str(err)) from None
     if not callable(func):
-        raise ValueError(f"{where}: func {cfg.func!r} is not callable")
-    params = dict(cfg.params or {})
+        raise ConfigError(f"{where}.func", f"{func!r} is not callable")
     try:
         inspect.signature(func).bind(None, **params)
     except TypeError as err:
-        raise ValueError(
-            f"{where}: params {sorted(params)} do not fit {func_path(func)}"
-            f"{inspect.signature(func)}: {err}"
+        raise ConfigError(
+            f"{where}.params",
+            f"params {sorted(params)} do not fit {func_path(func)}{inspect.signature(func)}: {err}",
         ) from None
     return Term(name, func, params)
 

@@ -6,53 +6,29 @@ registers with ``observe_variations``; variations built while it is registered r
 
 Example::
 
-    mass = VariationBase(VariationCfg(key="object.mass", sampler=UniformCfg(0.5, 2.0)))
+    mass = VariationBase(VariationCfg(key="object.mass", sampler=UniformCfg(low=0.5, high=2.0)))
     values = mass.sample(torch.arange(4), seed=0, episode_in_env=torch.zeros(4, dtype=torch.long))
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from arena_recording.core.sampling import (
-    BernoulliCfg,
-    ChoiceCfg,
-    Listener,
-    SamplerBase,
+from arena_recording.core.config import (
+    SamplerType,
     Scope,
-    sampler_cfg,
+    VariationCfg,
+    variation_cfg,
+    variation_cfgs,
 )
+from arena_recording.core.sampling import Listener, SamplerBase, build_sampler
 
 
-@dataclass
-class VariationCfg:
-    """A named factor: ``key`` (dotted, e.g. ``object.mass``), how it is sampled, and when."""
-
-    key: str = ""
-    sampler: Any = None
-    scope: Scope = Scope.EPISODE
-    enabled: bool = True
-
-    def __post_init__(self) -> None:
-        if not self.key or not isinstance(self.key, str):
-            raise ValueError(f"variation key must be a non-empty string, got {self.key!r}")
-        if self.sampler is None:
-            raise ValueError(f"variation {self.key!r}: a sampler is required")
-        try:
-            self.sampler = sampler_cfg(self.sampler)
-        except ValueError as err:
-            raise ValueError(f"variation {self.key!r}: {err}") from None
-        try:
-            self.scope = Scope(self.scope)
-        except ValueError:
-            choices = [s.value for s in Scope]
-            raise ValueError(
-                f"variation {self.key!r}: scope {self.scope!r} is not one of {choices}"
-            ) from None
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 VariationObserver = Callable[["VariationBase"], None]
@@ -68,7 +44,7 @@ def observe_variations(observer: VariationObserver) -> Callable[[], None]:
 class VariationBase:
     """A factor's live state: its sampler and the listeners that survive ``apply_cfg``."""
 
-    def __init__(self, cfg: VariationCfg) -> None:
+    def __init__(self, cfg: VariationCfg | Mapping[str, Any]) -> None:
         self._listeners: list[Listener] = []
         self._apply(cfg)
         for observer in list(_observers):
@@ -92,20 +68,32 @@ class VariationBase:
 
     @property
     def labels(self) -> list[Any] | None:
-        """The choices a drawn index stands for (a choice of non-numbers), else ``None``."""
-        sampler = self.cfg.sampler
-        if isinstance(sampler, ChoiceCfg) and not sampler.numeric:
-            return list(sampler.choices)
-        return None
+        """The choices a drawn index stands for (a choice sampler), else ``None``.
 
-    def _apply(self, cfg: VariationCfg) -> None:
-        self.cfg = cfg
-        self._sampler = cfg.sampler.build(cfg.key)
+        A choice draws indices, so records show each choice exactly as configured (``0.1``,
+        never the float32 ``0.10000000149011612``); ``values`` maps indices for appliers.
+        """
+        sampler = self.cfg.sampler
+        return list(sampler.choices) if sampler.type is SamplerType.choice else None
+
+    def values(self, drawn: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """What drawn values stand for: numeric choices for indices, else ``drawn`` itself
+        (the indices of non-numeric choices: an applier maps them)."""
+        labels = self.labels
+        numeric = labels and all(_is_number(c) for c in labels)
+        if not numeric:
+            return drawn
+        return torch.tensor(labels, dtype=dtype, device=drawn.device)[drawn]
+
+    def _apply(self, cfg: VariationCfg | Mapping[str, Any]) -> None:
+        self.cfg = cfg = variation_cfg(cfg)
+        self._sampler = build_sampler(cfg.sampler, cfg.key)
         for listener in self._listeners:
             self._sampler.add_listener(listener)
 
     def apply_cfg(self, cfg: VariationCfg) -> None:
         """Rebuild the sampler from ``cfg``; every listener stays subscribed."""
+        cfg = variation_cfg(cfg, key=self.key)
         if cfg.key != self.key:
             raise ValueError(f"apply_cfg cannot rename variation {self.key!r} to {cfg.key!r}")
         self._apply(cfg)
@@ -133,14 +121,14 @@ class VariationBase:
         Build scope ignores episodes (``env_ids=None`` draws one value shared by all envs);
         interval scope needs ``step``, the step within the episode, which is also the draw index.
         """
-        if self.scope is Scope.INTERVAL and step is None:
+        if self.scope is Scope.interval and step is None:
             raise ValueError(f"interval variation {self.key!r} needs the step of each draw")
-        if self.scope is not Scope.BUILD and env_ids is not None and episode_in_env is None:
+        if self.scope is not Scope.build and env_ids is not None and episode_in_env is None:
             raise ValueError(f"{self.scope} variation {self.key!r} needs episode_in_env")
         return self._sampler.sample(
             env_ids,
             seed=seed,
-            episode_in_env=None if self.scope is Scope.BUILD else episode_in_env,
+            episode_in_env=None if self.scope is Scope.build else episode_in_env,
             draw_index=0 if step is None else step,
             scope=self.scope,
             device=device,
@@ -149,14 +137,8 @@ class VariationBase:
 
     def schema(self) -> dict[str, Any]:
         """The factor schema that analysis reads instead of guessing from values."""
-        kind = "continuous"
-        if isinstance(self.cfg.sampler, ChoiceCfg):
-            kind = "categorical"
-        elif isinstance(self.cfg.sampler, BernoulliCfg):
-            kind = "boolean"
         return {
             "key": self.key,
-            "kind": kind,
             "shape": list(self._sampler.shape),
             "scope": self.scope.value,
             "enabled": self.enabled,
@@ -164,16 +146,9 @@ class VariationBase:
         }
 
 
-def build_variations(cfgs: Mapping[str, Any] | Sequence[Any]) -> list[VariationBase]:
-    """Variations from configs or mappings; a mapping's key is the variation key by default."""
-    items = cfgs.items() if isinstance(cfgs, Mapping) else ((None, c) for c in cfgs)
-    built = []
-    for key, spec in items:
-        if isinstance(spec, VariationCfg):
-            cfg = spec
-        else:
-            fields = dict(spec)
-            fields.setdefault("key", key)
-            cfg = VariationCfg(**fields)
-        built.append(VariationBase(cfg))
-    return built
+def build_variations(
+    cfgs: Mapping[str, Any] | Sequence[Any], path: str = ""
+) -> list[VariationBase]:
+    """Variations from configs or mappings; a mapping's key is the variation key by default.
+    ``path`` is where ``cfgs`` sits in the config (``variations``): errors name it."""
+    return [VariationBase(cfg) for cfg in variation_cfgs(cfgs, path)]

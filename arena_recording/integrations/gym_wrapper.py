@@ -4,7 +4,8 @@ Works with every autoreset mode of gymnasium's ``VectorEnv``: the episode of a s
 on the step that reports it terminated or truncated; its next identity opens and its
 episode-scope variations are drawn and set right away, before the step that starts the next
 episode. Lengths count the same steps as gymnasium's ``RecordEpisodeStatistics``. A variation
-sets the sub-env attribute named like its key (or as ``attributes`` maps it).
+sets the sub-env attribute named like its key, or the one its ``apply`` block names
+(``apply: {attribute: force_mag}``).
 
 With no active session the wrapper only applies variations; with neither, it passes through.
 
@@ -20,19 +21,34 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode, VectorEnv, VectorWrapper
 
+from arena_recording.core.config import unknown_keys
 from arena_recording.core.episodes import EpisodeEnd, EpisodeIdentity
 from arena_recording.core.sampling import Scope
 from arena_recording.core.session import active_session
 from arena_recording.core.variations import VariationBase
+from arena_recording.errors import ConfigError
 
 TERMINATIONS = ("terminated", "truncated")
+
+
+def _attribute(variation: VariationBase) -> str:
+    """The sub-env attribute a variation sets: ``apply.attribute``, by default its key."""
+    if variation.scope is Scope.interval:
+        raise ConfigError(
+            f"{variation.key}.scope",
+            "interval scope is not supported for gymnasium envs (no step hook); "
+            "use episode or build scope",
+        )
+    apply = variation.cfg.apply or {}
+    unknown_keys(apply, ("attribute",), f"{variation.key}.apply")
+    return str(apply.get("attribute") or variation.key)
 
 
 class VariationsWrapper(VectorWrapper):
@@ -52,7 +68,6 @@ class VariationsWrapper(VectorWrapper):
         variations: Sequence[VariationBase] = (),
         *,
         seed: int = 0,
-        attributes: Mapping[str, str] | None = None,
         success: str | None = None,
         num_episodes: int | None = None,
     ) -> None:
@@ -60,13 +75,7 @@ class VariationsWrapper(VectorWrapper):
         self.seed = seed
         self.success = success
         self.variations = [v for v in variations if v.enabled]
-        for variation in self.variations:
-            if variation.scope is Scope.INTERVAL:
-                raise ValueError(
-                    f"variation {variation.key!r}: interval scope is not supported for "
-                    "gymnasium envs (no step hook); use episode or build scope"
-                )
-        self.attributes = {v.key: (attributes or {}).get(v.key, v.key) for v in self.variations}
+        self.attributes = {v.key: _attribute(v) for v in self.variations}
         self.autoreset_mode = env.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
         self.identity = EpisodeIdentity(self.num_envs, num_episodes=num_episodes)
         self.lengths = np.zeros(self.num_envs, dtype=np.int64)
@@ -84,7 +93,7 @@ class VariationsWrapper(VectorWrapper):
             )
         # Nothing to draw, record or count: steps and resets go straight through.
         self._passthrough = self.recorder is None and not self.variations and num_episodes is None
-        self._draw(torch.arange(self.num_envs), Scope.BUILD)
+        self._draw(torch.arange(self.num_envs), Scope.build)
 
     def reset(
         self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
@@ -166,7 +175,7 @@ class VariationsWrapper(VectorWrapper):
             )
         self.identity.advance(env_ids, started=length > 0)
         self.lengths[ids] = 0
-        self._draw(env_ids, Scope.EPISODE)
+        self._draw(env_ids, Scope.episode)
 
     def _draw(self, env_ids: torch.Tensor, scope: Scope) -> None:
         episodes = self.identity.episode_in_env[env_ids]

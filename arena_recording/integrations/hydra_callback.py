@@ -4,11 +4,11 @@ Installing the package is enough: the search-path plugin makes the ``recorder`` 
 visible and registers ``RecorderCallback`` for every app, so recording is switched on from the
 command line::
 
-    python eval.py +recorder=core
-    python eval.py '+recorder=[core,variations]' recorder.fsync=true
-    python eval.py '+recorder=[core,variations]' \\
+    python eval.py +recorder=default                  # core + variations
+    python eval.py +recorder=core recorder.fsync=true
+    python eval.py +recorder=default \\
         '+recorder.terms.final_x={func: my_pkg.metrics:final_x, params: {axis: 0}}'
-    python eval.py -m seed=0,1,2 +recorder=core       # one recording per job dir
+    python eval.py -m seed=0,1,2 +recorder=default    # one recording per job dir
     python eval.py -m +recorder=core,variations       # sweeping the group records too
 
 The task builds its variations from config inside the job, after the callback started the
@@ -30,27 +30,31 @@ With ``recorder.report=true`` both also write an HTML report (``arena_recording.
 
 Hydra turns exceptions raised in callbacks into warnings and runs the task anyway. A job that
 asks for a recording it cannot make must not run silently unrecorded, so configuration errors
-(an unknown term function, params that do not fit it, an invalid sampler under a ``variations``
-key, an existing recording in the output dir) raise ``RecorderStartError``, a ``SystemExit``
-that names the config key and stops the process.
+(an unknown term function, params that do not fit it, an invalid variation, an existing
+recording in the output dir) raise ``RecorderStartError``, a ``SystemExit`` that names the
+config key and stops the process.
 
-Only a ``recorder`` node of type ``RecorderConf`` (what ``recorder/*.yaml`` produce) switches
-recording on; an app's unrelated ``recorder`` key is left alone. An app whose primary config is
-a dataclass declares the field, and ``+recorder=core`` fills it (``arena_recording.integrations.hydra_configs``)::
+Only a ``recorder`` node of type ``RecorderCfg`` (what ``recorder/*.yaml`` produce) switches
+recording on; an app's unrelated ``recorder`` key is left alone. Configs are the dataclasses of
+``arena_recording.core.config``. An app whose primary config is a dataclass (or a hydra-zen
+``make_config``) declares the field, which ``+recorder=default`` fills, and types its
+variations so that Hydra checks them while composing::
 
     @dataclass
     class EvalConf:
         seed: int = 0
-        recorder: RecorderConf | None = None
+        recorder: RecorderCfg | None = None
+        variations: dict[str, VariationCfg] = field(default_factory=dict)
 
 Variations are validated at job start wherever they sit under a key named ``variations``
-(``variations.gravity``, ``env.variations.mass``): a mapping of key to spec, or a list of specs.
+(``variations.gravity``, ``env.variations.cube.mass``): a mapping of key to spec, or a list of
+specs. Unknown keys and dotted keys are checked like the rest; errors name the config path.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -59,7 +63,8 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from arena_recording.integrations.hydra_configs import RecorderConf, TermConf
+from arena_recording.core.config import RecorderCfg, recorder_cfg, variation_cfgs
+from arena_recording.errors import ConfigError
 from arena_recording.integrations.isaaclab_entry import DeferredRecording, defer_to_env
 
 if TYPE_CHECKING:
@@ -82,95 +87,64 @@ def recorder_node(config: DictConfig) -> DictConfig | None:
     node = OmegaConf.select(config, "recorder", default=None)
     if not isinstance(node, DictConfig):
         return None
-    if OmegaConf.get_type(node) is RecorderConf:
+    if OmegaConf.get_type(node) is RecorderCfg:
         return node
     if isinstance(node.get("terms"), DictConfig):
         log.warning(
-            "the `recorder` node is not an arena-recording RecorderConf, so nothing is recorded; "
-            "select it with +recorder=core, or extend /arena_recording/schema/recorder"
+            "the `recorder` node is not an arena-recording RecorderCfg, so nothing is recorded; "
+            "select it with +recorder=default, or extend /arena_recording/schema/recorder"
         )
     return None
 
 
-def _checked_terms(recorder: dict[str, Any]) -> None:
-    """Check every term against ``TermConf`` and resolve the enabled ones, so that an error
-    names its config key; the terms are replaced by their checked form."""
-    from arena_recording.core.terms import resolve_term
-
-    terms = recorder.get("terms") or {}
-    for name, term in terms.items():
-        where = f"config key recorder.terms.{name}"
-        try:
-            checked = OmegaConf.merge(OmegaConf.structured(TermConf), term)
-            term = OmegaConf.to_container(checked, resolve=True, throw_on_missing=True)
-        except Exception as err:
-            raise ValueError(f"{where}: {err}") from None
-        terms[name] = term
-        if term["enabled"]:
-            try:
-                resolve_term(name, term)
-            except ValueError as err:
-                raise ValueError(f"{where}: {err}") from None
-
-
-def variation_keys(node: Any, path: str) -> Iterator[tuple[str, str]]:
-    """(config key, variation key) of every variation under a ``variations`` key of ``node``,
-    a plain container: walking it never resolves or trips over the rest of the config."""
+def _variation_keys(node: Any, keys: tuple[Any, ...]) -> Iterator[tuple[Any, ...]]:
+    """Key paths of the ``variations`` nodes that hold variation specs (a mapping of key to a
+    spec with a ``sampler``, or a list of such specs) in ``node``, a plain container: walking
+    it never resolves or trips over the rest of the config, and keys stay whole (``cube.mass``)."""
     children = node.items() if isinstance(node, dict) else enumerate(node)
     for key, child in children:
-        where = f"{path}.{key}" if path else str(key)
-        if isinstance(node, list):
-            where = f"{path}[{key}]"
-        if key == "variations" and isinstance(child, dict):
-            yield from ((f"{where}.{name}", str(name)) for name in child)
-        elif key == "variations" and isinstance(child, list):
-            yield from ((f"{where}[{i}]", "") for i in range(len(child)))
-        elif isinstance(child, dict | list):
-            yield from variation_keys(child, where)
+        if not keys and key in ("hydra", "recorder"):
+            continue
+        if not isinstance(child, dict | list):
+            continue
+        specs = child.values() if isinstance(child, dict) else child
+        if key == "variations" and any(isinstance(s, dict) and "sampler" in s for s in specs):
+            yield (*keys, key)
+        else:
+            yield from _variation_keys(child, (*keys, key))
 
 
-def _variation_fields(spec: Any, name: str) -> dict[str, Any]:
-    fields = OmegaConf.to_container(spec, resolve=True) if OmegaConf.is_config(spec) else spec
-    if not isinstance(fields, Mapping):
-        raise ValueError(f"a variation must be a mapping with a sampler, got {fields!r}")
-    fields = dict(fields)
-    if not fields.get("key"):
-        fields["key"] = name
-    return fields
+def _config_path(keys: tuple[Any, ...]) -> str:
+    return "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in keys).lstrip(".")
+
+
+def variation_nodes(config: DictConfig) -> Iterator[tuple[str, Any]]:
+    """(config path, resolved plain specs) of every ``variations`` node of the job config."""
+    plain = OmegaConf.to_container(config, resolve=False)
+    for keys in _variation_keys(plain, ()):
+        node: Any = config
+        for key in keys:
+            node = node[key]
+        yield _config_path(keys), OmegaConf.to_container(node, resolve=True, enum_to_str=True)
 
 
 def check_variations(config: DictConfig) -> None:
-    """Validate the sampler and scope of every variation under a ``variations`` key."""
-    from arena_recording.core.variations import VariationCfg
-
-    plain = OmegaConf.to_container(config, resolve=False)
-    for top in ("hydra", "recorder"):
-        plain.pop(top, None)
-    for where, name in variation_keys(plain, ""):
-        try:
-            spec = OmegaConf.select(config, where)
-            if not isinstance(spec, DictConfig) or "sampler" not in spec:
-                continue  # not a variation spec: some other use of the name
-            fields = _variation_fields(spec, name)
-            known = {k: fields[k] for k in ("key", "sampler", "scope", "enabled") if k in fields}
-            VariationCfg(**known)
-        except Exception as err:
-            raise ValueError(f"config key {where}: {err}") from None
+    """Validate every variation under a ``variations`` key; errors name the config path."""
+    for path, specs in variation_nodes(config):
+        variation_cfgs(specs, path)
 
 
-def variations_from_config(node: Any) -> list[VariationBase]:
-    """Live variations from a ``variations`` config node (a mapping of key to spec, or a list).
-
-    Build them inside the task: while a session is active they subscribe to it.
-    """
+def variations_from_config(node: Any, path: str = "variations") -> list[VariationBase]:
+    """Live variations from a ``variations`` config node (a mapping of key to spec, or a list)
+    at config path ``path``. Build them inside the task: while a session is active they
+    subscribe to it."""
     from arena_recording.core.variations import build_variations
 
     if node is None:
         return []
-    specs = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
-    if isinstance(specs, Mapping):
-        return build_variations({str(k): _variation_fields(v, str(k)) for k, v in specs.items()})
-    return build_variations([_variation_fields(v, "") for v in specs])
+    if OmegaConf.is_config(node):
+        node = OmegaConf.to_container(node, resolve=True, enum_to_str=True)
+    return build_variations(node, path)
 
 
 def job_info(config: DictConfig) -> dict[str, Any]:
@@ -196,8 +170,8 @@ def start_session(config: DictConfig) -> Session | None:
         return None
     from arena_recording.core.session import Session
 
-    recorder = OmegaConf.to_container(node, resolve=True, throw_on_missing=True)
-    _checked_terms(recorder)
+    plain = OmegaConf.to_container(node, resolve=True, throw_on_missing=True, enum_to_str=True)
+    recorder = recorder_cfg(plain)
     check_variations(config)
     session = Session(recorder, config.hydra.runtime.output_dir, job=job_info(config))
     return session.start()
@@ -226,9 +200,13 @@ class RecorderCallback(Callback):
             self._deferred = defer_to_env(self._session, config, task_function, _write_report)
         except Exception as err:
             output_dir = OmegaConf.select(config, "hydra.runtime.output_dir", default="?")
+            reason = (
+                f"config key {err.key}: {err.message}"
+                if isinstance(err, ConfigError)
+                else f"{type(err).__name__}: {err}"
+            )
             raise RecorderStartError(
-                f"arena-recording: cannot record the job in {output_dir}: "
-                f"{type(err).__name__}: {err}"
+                f"arena-recording: cannot record the job in {output_dir}: {reason}"
             ) from err
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:

@@ -18,7 +18,6 @@ or, from Python::
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import importlib
 import os
 import re
@@ -31,10 +30,11 @@ from hydra import compose, initialize, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
-from arena_recording.core.sampling import SAMPLER_TYPES
-from arena_recording.integrations.hydra_callback import variation_keys
+from arena_recording.core.config import SAMPLERS, SamplerType
+from arena_recording.integrations.hydra_callback import variation_nodes
 
 GROUP = "recorder"
+DEFAULT = "default"  # the option that selects core and variations
 
 
 @dataclass
@@ -110,9 +110,13 @@ class Catalog:
             lines.extend(f"      {s.override}" for s in e.settings)
         lines.append(
             "  replace a sampler: '<key>.sampler={type: normal, mean: 1.0, std: 0.1}' "
-            f"(types: {', '.join(SAMPLER_TYPES)})"
+            f"(types: {', '.join(SamplerType.__members__)})"
         )
-        lines += ["", f"recorder terms (switch on with '+recorder=[{','.join(self.options)}]'):"]
+        picks = ",".join(self.options)
+        lines += [
+            "",
+            f"recorder terms (switch on with +{GROUP}={DEFAULT} or '+{GROUP}=[{picks}]'):",
+        ]
         for e in self.terms:
             lines.append(f"  {e.key}  {e.description}  ({e.source})")
             lines.extend(f"      {s.override}" for s in e.settings)
@@ -144,35 +148,33 @@ def _with_recorder(config_name: str, overrides: Sequence[str], options: str) -> 
 
 
 def _sampler_settings(where: str, sampler: Any) -> tuple[str, list[Setting]]:
-    if not isinstance(sampler, DictConfig):
+    """A sampler's description and its type's fields (``+`` where the config lacks one)."""
+    if not isinstance(sampler, dict):
         return f"sampler {sampler!r}", []
     kind = sampler.get("type")
-    fields = {}
-    if kind in SAMPLER_TYPES:
-        fields = {f.name: f.default for f in dataclasses.fields(SAMPLER_TYPES[kind])}
+    fields = SAMPLERS[SamplerType(kind)].defaults() if kind in SamplerType.__members__ else {}
     # the type itself is left out: changing it alone would keep the old type's fields
-    fields |= dict.fromkeys(k for k in sampler if k not in fields and k != "type")
-    values = OmegaConf.to_container(sampler, resolve=True)
+    fields |= {k: None for k, v in sampler.items() if k not in fields and k != "type" and v}
     settings = [
-        Setting(f"{where}.sampler.{name}", values.get(name, default), name in values)
+        Setting(f"{where}.sampler.{name}", sampler.get(name, default), name in sampler)
         for name, default in fields.items()
     ]
-    bounds = " ".join(f"{k}={v}" for k, v in values.items() if k != "type")
+    bounds = " ".join(f"{k}={sampler[k]}" for k in fields if sampler.get(k) is not None)
     return f"{kind} {bounds}".strip(), settings
 
 
 def _variations(cfg: DictConfig) -> list[Entry]:
-    plain = OmegaConf.to_container(cfg, resolve=False)
-    plain.pop(GROUP, None)
     entries = []
-    for where, _ in variation_keys(plain, ""):
-        spec = OmegaConf.select(cfg, where)
-        if not isinstance(spec, DictConfig) or "sampler" not in spec:
-            continue
-        description, settings = _sampler_settings(where, spec.sampler)
-        values = OmegaConf.to_container(spec, resolve=True)
-        settings += [Setting(f"{where}.{k}", v) for k, v in values.items() if k != "sampler"]
-        entries.append(Entry(where, description, settings))
+    for path, specs in variation_nodes(cfg):
+        items = specs.items() if isinstance(specs, dict) else enumerate(specs)
+        for name, spec in items:
+            where = f"{path}[{name}]" if isinstance(specs, list) else f"{path}.{name}"
+            if not isinstance(spec, dict):
+                continue
+            description, settings = _sampler_settings(where, spec.get("sampler"))
+            rest = {k: v for k, v in spec.items() if k != "sampler"}
+            settings += [Setting(f"{where}.{k}", v) for k, v in rest.items()]
+            entries.append(Entry(where, description, settings))
     return entries
 
 
@@ -199,7 +201,9 @@ def catalog(
     if module:
         importlib.import_module(module)
     with _hydra(config_dir):
+        # the default option is the others together: each term's source is the option itself
         options = GlobalHydra.instance().config_loader().get_group_options(GROUP)
+        options = [option for option in options if option != DEFAULT]
         source = {}
         for option in options:
             for name in _with_recorder(config_name, overrides, option)[GROUP].terms:

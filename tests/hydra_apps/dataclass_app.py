@@ -1,4 +1,5 @@
-"""An app whose primary config is a dataclass: it declares the recorder field."""
+"""An app whose primary config is a dataclass: it declares the recorder field and types its
+variations, so Hydra checks them while composing."""
 
 from dataclasses import dataclass, field
 
@@ -6,7 +7,7 @@ import hydra
 from cartpole import evaluate
 from hydra.core.config_store import ConfigStore
 
-from arena_recording.integrations.hydra_configs import RecorderConf, UniformConf, VariationConf
+from arena_recording.core.config import RecorderCfg, UniformCfg, VariationCfg
 
 
 @dataclass
@@ -14,9 +15,9 @@ class EvalConf:
     seed: int = 0
     num_envs: int = 4
     steps: int = 60
-    recorder: RecorderConf | None = None
-    variations: dict[str, VariationConf] = field(
-        default_factory=lambda: {"gravity": VariationConf(sampler=UniformConf(low=8.0, high=12.0))}
+    recorder: RecorderCfg | None = None
+    variations: dict[str, VariationCfg] = field(
+        default_factory=lambda: {"gravity": VariationCfg(sampler=UniformCfg(low=8.0, high=12.0))}
     )
 
 
