@@ -2,11 +2,12 @@
 
 Times each backend of :func:`arena_recording.core.philox.philox_uniforms` and ``torch.rand`` of
 the same shape and dtype (float64) in interleaved rounds and reports medians; on CUDA also the
-kernels and host synchronizations one draw costs, and whether CUDA gives the CPU's bits.
+host time a call takes to launch, the kernels and host synchronizations one draw costs, and
+whether CUDA gives the CPU's bits.
 
     python benchmarks/bench_draws.py                  # CPU: numpy and eager torch
     python benchmarks/bench_draws.py --backends numpy eager compiled   # + inductor C++ (slow)
-    python benchmarks/bench_draws.py --device cuda    # eager and compiled (two fused kernels)
+    python benchmarks/bench_draws.py --device cuda    # eager, compiled (two fused kernels), triton
 """
 
 from __future__ import annotations
@@ -20,11 +21,13 @@ from collections.abc import Callable
 
 import torch
 
+from arena_recording.core import philox
 from arena_recording.core.philox import derive_key, philox_uniforms
 from arena_recording.core.sampling import stable_hash
 
 COMPONENTS = 3
 KEY = derive_key(seed=0, key_hash=stable_hash("object.pose"))
+CUDA_BACKENDS = ["eager", "compiled"] + (["triton"] if philox.triton is not None else [])
 
 
 def _batch(envs: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -77,6 +80,17 @@ def _medians(
     return {name: statistics.median(t) for name, t in times.items()}
 
 
+def _host_seconds(fn: Callable[[], object], calls: int = 500) -> float:
+    """Host seconds per call when calls are issued back to back, without waiting for the GPU."""
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    elapsed = time.perf_counter() - start
+    torch.cuda.synchronize()
+    return elapsed / calls
+
+
 def _kernels(fn: Callable[[], object], calls: int = 10) -> float:
     """CUDA kernels and copies per call, from the profiler's device-side activity."""
     from torch.profiler import ProfilerActivity, profile
@@ -107,7 +121,7 @@ def _same_bits_as_cpu(envs: int) -> bool:
     cpu = philox_uniforms(KEY, env_ids.cpu(), episodes.cpu(), 0, COMPONENTS)
     return all(
         torch.equal(philox_uniforms(KEY, env_ids, episodes, 0, COMPONENTS, backend=b).cpu(), cpu)
-        for b in ("eager", "compiled")
+        for b in CUDA_BACKENDS
     )
 
 
@@ -119,12 +133,12 @@ def main() -> None:
     parser.add_argument("--backends", nargs="+", default=None)
     args = parser.parse_args()
     device = args.device
-    backends = args.backends or (["numpy", "eager"] if device == "cpu" else ["eager", "compiled"])
+    backends = args.backends or (["numpy", "eager"] if device == "cpu" else CUDA_BACKENDS)
     name = torch.cuda.get_device_name() if device == "cuda" else platform.processor() or "cpu"
     print(f"device: {device} ({name}); torch {torch.__version__}; {args.rounds} rounds\n")
     header = "| envs | variant | first call ms | median µs | x torch.rand |"
     if device == "cuda":
-        header += " kernels+copies/call | host syncs/call |"
+        header += " host µs/call | kernels+copies/call | host syncs/call |"
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     for envs in args.envs:
@@ -138,11 +152,11 @@ def main() -> None:
             )
             if device == "cuda":
                 fn = variants[variant]
-                row += f" {_kernels(fn):.0f} | {_syncs(fn):.0f} |"
+                row += f" {_host_seconds(fn) * 1e6:.1f} | {_kernels(fn):.0f} | {_syncs(fn):.0f} |"
             print(row)
     if device == "cuda":
         same = all(_same_bits_as_cpu(envs) for envs in args.envs)
-        print(f"\nCUDA (eager and compiled) bit-identical to CPU numpy: {same}")
+        print(f"\nCUDA ({', '.join(CUDA_BACKENDS)}) bit-identical to CPU numpy: {same}")
 
 
 if __name__ == "__main__":

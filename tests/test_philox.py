@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pytest
 import torch
 
+from arena_recording.core import philox
 from arena_recording.core.philox import (
     derive_key,
     philox4x32,
@@ -26,6 +32,10 @@ KNOWN_ANSWERS = [
     ),
 ]
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+CUDA_BACKENDS = ["eager", "compiled"] + (["triton"] if philox.triton is not None else [])
+needs_triton_on_cuda = pytest.mark.skipif(
+    not torch.cuda.is_available() or philox.triton is None, reason="needs CUDA and Triton"
+)
 KEY = derive_key(seed=7, key_hash=stable_hash("object.mass"))
 
 
@@ -128,7 +138,7 @@ def test_every_backend_gives_the_same_bits(device):
     episodes = torch.randint(-1, 10_000, (4_096,), generator=generator)
     draws = torch.randint(0, 50, (4_096,), generator=generator)
     reference = philox_uniforms(KEY, env_ids, episodes, draws, 3)
-    backends = ["numpy", "eager"] if device == "cpu" else ["eager", "compiled"]
+    backends = ["numpy", "eager"] if device == "cpu" else CUDA_BACKENDS
     on_device = (env_ids.to(device), episodes.to(device), draws.to(device))
     for backend in backends:
         u = philox_uniforms(KEY, *on_device, 3, backend=backend)
@@ -158,3 +168,60 @@ def test_cuda_draw_never_synchronizes_with_the_host():
         philox_uniforms(derive_key(1, 2), env_ids, episodes, 9, 3)  # a new key and index
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+@pytest.mark.skipif(philox.triton is None, reason="needs Triton")
+def test_triton_kernel_gives_the_numpy_bits_in_tritons_interpreter():
+    """The kernel's arithmetic, checked on any machine: Triton's interpreter runs it on CPU."""
+    script = textwrap.dedent(
+        """
+        import torch
+        from arena_recording.core.philox import derive_key, philox_uniforms
+        key = derive_key(7, 99)
+        g = torch.Generator().manual_seed(0)
+        env = torch.randint(-1, 70_000, (300,), generator=g)
+        episode = torch.randint(-1, 10**6, (300,), generator=g)
+        draws = torch.randint(0, 2**33, (300,), generator=g)
+        ids = (env[::2], episode[1:151])  # strided, and an unaligned slice
+        for draw in (0, 2**40, draws[:150], draws[::2]):
+            for numel in (1, 3):
+                got = philox_uniforms(key, *ids, draw, numel, backend="triton")
+                assert torch.equal(got, philox_uniforms(key, *ids, draw, numel)), (draw, numel)
+        print("same bits")
+        """
+    )
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0 and "same bits" in done.stdout, done.stderr
+
+
+@needs_triton_on_cuda
+def test_triton_is_the_cuda_default_and_serves_odd_shapes_and_strided_inputs():
+    generator = torch.Generator().manual_seed(5)
+    env_ids = torch.randint(-1, 65_536, (2 * 4_099,), generator=generator)
+    episodes = torch.randint(-1, 10_000, (2 * 4_099,), generator=generator)
+    draws = torch.randint(0, 2**40, (2 * 4_099,), generator=generator)
+    for view in (slice(None), slice(1, None, 2), slice(3, 4_102)):  # strided, unaligned slices
+        ids = (env_ids[view], episodes[view], draws[view])
+        cuda_ids = tuple(t.cuda() for t in (env_ids, episodes, draws))
+        cuda_ids = tuple(t[view] for t in cuda_ids)
+        for numel in (1, 3, 7):
+            u = philox_uniforms(KEY, *cuda_ids, numel)
+            assert torch.equal(u.cpu(), philox_uniforms(KEY, *ids, numel)), (view, numel)
+            u = philox_uniforms(KEY, *cuda_ids[:2], 11, numel)
+            assert torch.equal(u.cpu(), philox_uniforms(KEY, *ids[:2], 11, numel)), (view, numel)
+    assert philox_uniforms(KEY, cuda_ids[0][:0], cuda_ids[1][:0], 0, 3).shape == (0, 3)
+
+
+@needs_triton_on_cuda
+def test_triton_draws_of_any_batch_size_share_one_kernel_per_draw_index_kind():
+    env_ids = torch.arange(70_000, device="cuda")
+    episodes = env_ids % 13
+    for n in (1, 2, 45, 256, 257, 4_096, 70_000):
+        for numel in (1, 2, 3, 16):
+            philox_uniforms(KEY, env_ids[:n], episodes[-n:], 0, numel)
+            philox_uniforms(KEY, env_ids[:n], episodes[-n:], episodes[:n], numel)
+    device = torch.cuda.current_device()
+    assert len(philox._philox_kernel.device_caches[device][0]) == 2

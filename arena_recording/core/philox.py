@@ -7,12 +7,15 @@ never depends on which other envs reset with it or which other variations are en
 cuRAND and ``torch.rand`` on CUDA) has a 128-bit counter and a 64-bit key: distinct counters
 never give the same block, so draws do not collide at the birthday rate of a 32-bit state.
 
-Two implementations give bit-identical uniforms (tested against each other and against
+Three implementations give bit-identical uniforms (tested against each other and against
 Random123's known answers):
 
-- CUDA: int64 torch ops compiled into fused kernels (``torch.compile``; two per draw), with no
-  host synchronization. Every 32x32-bit product is split into partial products below 2**49, so
-  no int64 ever overflows on any backend.
+- CUDA: one hand-written Triton kernel per draw (32-bit ``tl.umulhi``, masked, so one compiled
+  kernel serves every batch size and component count), launched without any host
+  synchronization; about the cost of a ``torch.rand`` launch.
+- CUDA without Triton: int64 torch ops compiled into fused kernels (``torch.compile``; two per
+  draw, compiled on first use). Every 32x32-bit product is split into partial products below
+  2**49, so no int64 ever overflows on any backend.
 - CPU: numpy uint64/uint32 arrays, whose wrap-around is defined; a small draw costs a few
   dozen numpy calls instead of a few hundred torch calls, and needs no compiler.
 
@@ -26,12 +29,19 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
 from typing import Literal
 
 import numpy as np
 import torch
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # CUDA draws then go through torch.compile
+    triton = None
 
 MASK32 = 0xFFFFFFFF
 MASK64 = 0xFFFFFFFFFFFFFFFF
@@ -42,7 +52,7 @@ _GOLDEN64 = 0x9E3779B97F4A7C15
 _SCALE = 2.0**-53
 
 Counter = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
-Backend = Literal["numpy", "eager", "compiled"]
+Backend = Literal["numpy", "eager", "compiled", "triton"]
 
 
 def _splitmix64(x: int) -> int:
@@ -147,12 +157,100 @@ def _one_index_uniforms(
     return _torch_uniforms(keys, env_ids, episode_in_env, draw_index, numel)
 
 
-# Two compiled entry points, one per draw-index kind, so that each has its own recompile limit
-# for the size-0/1 specializations of envs and components.
-_COMPILED = {
-    scalar: torch.compile(fn, dynamic=True, fullgraph=True)
-    for scalar, fn in ((True, _one_index_uniforms), (False, _torch_uniforms))
-}
+@functools.cache
+def _compiled(scalar_index: bool):
+    """The compiled draw for one draw-index kind, built on first use (compiling imports Inductor).
+
+    Two entry points, so that each has its own recompile limit for the size-0/1
+    specializations of envs and components.
+    """
+    fn = _one_index_uniforms if scalar_index else _torch_uniforms
+    return torch.compile(fn, dynamic=True, fullgraph=True)
+
+
+# --- Triton (CUDA) --------------------------------------------------------------------------
+
+_BLOCK = 256
+_MAX_ELEMENTS = 2**31 - 1  # the kernel indexes in int32
+
+if triton is not None:
+    _M0, _M1 = tl.constexpr(MULTIPLIERS[0]), tl.constexpr(MULTIPLIERS[1])
+    _ROUNDS = tl.constexpr(ROUNDS)
+    _SCALE_TL = tl.constexpr(_SCALE)
+
+    # Sizes and strides are runtime values and the index pointers may be unaligned slices, so
+    # one compiled kernel serves every batch (only a scalar draw index is a second kernel).
+    @triton.jit(
+        do_not_specialize=["env_stride", "episode_stride", "draw_stride", "total", "numel"],
+        do_not_specialize_on_alignment=["env_ptr", "episode_ptr", "draw_ptr"],
+    )
+    def _philox_kernel(
+        out_ptr,
+        keys_ptr,
+        env_ptr,
+        episode_ptr,
+        draw_ptr,
+        env_stride,
+        episode_stride,
+        draw_stride,
+        total,
+        numel,
+        SCALAR_DRAW: tl.constexpr,
+        BLOCK: tl.constexpr,
+    ):
+        offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        mask = offs < total
+        row = offs // numel
+        c0 = tl.load(env_ptr + row * env_stride, mask=mask, other=0).to(tl.uint32)
+        c1 = tl.load(episode_ptr + row * episode_stride, mask=mask, other=0).to(tl.uint32)
+        if SCALAR_DRAW:
+            c2 = tl.full([BLOCK], 0, tl.uint32) + tl.load(draw_ptr).to(tl.uint32)
+        else:
+            c2 = tl.load(draw_ptr + row * draw_stride, mask=mask, other=0).to(tl.uint32)
+        c3 = (offs % numel).to(tl.uint32)
+        m0 = tl.full([BLOCK], _M0, tl.uint32)
+        m1 = tl.full([BLOCK], _M1, tl.uint32)
+        for r in tl.static_range(_ROUNDS):
+            k0 = tl.load(keys_ptr + 2 * r).to(tl.uint32)
+            k1 = tl.load(keys_ptr + 2 * r + 1).to(tl.uint32)
+            hi0, lo0 = tl.umulhi(m0, c0), m0 * c0
+            hi1, lo1 = tl.umulhi(m1, c2), m1 * c2
+            c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
+        odd = (c0.to(tl.uint64) << 21) | (c1 >> 11).to(tl.uint64) | 1
+        tl.store(out_ptr + offs, odd.to(tl.float64) * _SCALE_TL, mask=mask)
+
+
+def _triton_uniforms(
+    key: int,
+    env_ids: torch.Tensor,
+    episode_in_env: torch.Tensor,
+    draw_index: torch.Tensor,
+    numel: int,
+) -> torch.Tensor:
+    """:func:`_torch_uniforms` as one Triton kernel launch (Triton's interpreter runs it on CPU)."""
+    n = env_ids.shape[0]
+    total = n * numel
+    if total > _MAX_ELEMENTS:
+        raise ValueError(f"a Triton draw holds at most {_MAX_ELEMENTS} values, not {total}")
+    device = env_ids.device
+    out = torch.empty((n, numel), dtype=torch.float64, device=device)
+    draw_stride = draw_index.stride(0) if draw_index.ndim else 0
+    with torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext():
+        _philox_kernel[(triton.cdiv(total, _BLOCK),)](
+            out,
+            round_keys(key, device),
+            env_ids,
+            episode_in_env,
+            draw_index,
+            env_ids.stride(0),
+            episode_in_env.stride(0),
+            draw_stride,
+            total,
+            numel,
+            SCALAR_DRAW=draw_index.ndim == 0,
+            BLOCK=_BLOCK,
+        )
+    return out
 
 
 # --- numpy (CPU) ----------------------------------------------------------------------------
@@ -217,19 +315,26 @@ def philox_uniforms(
     Element ``[i, j]`` comes from Philox4x32-10 under ``key`` of the counter ``(env_ids[i],
     episode_in_env[i], draw_index (or draw_index[i]), j)``, each word taken mod 2**32 (so the
     build-time env and episode ``-1`` are ``2**32 - 1``). ``backend`` defaults to ``"numpy"`` on
-    CPU and ``"compiled"`` (fused kernels) elsewhere; every backend gives the same bits.
-    Nothing here reads a device value back to the host.
+    CPU, ``"triton"`` (one kernel) on CUDA where Triton is installed, else ``"compiled"`` (fused
+    kernels); every backend gives the same bits. Nothing here reads a device value back to the
+    host.
     """
     device = env_ids.device
     if backend is None:
-        backend = "numpy" if device.type == "cpu" else "compiled"
+        if device.type == "cpu":
+            backend = "numpy"
+        else:
+            backend = "triton" if triton is not None and device.type == "cuda" else "compiled"
     env_ids = env_ids.to(torch.int64)
     episode_in_env = torch.as_tensor(episode_in_env, device=device).to(torch.int64)
-    if env_ids.shape[0] == 0:
-        return torch.empty((0, numel), dtype=torch.float64, device=device)
+    if env_ids.shape[0] * numel == 0:
+        return torch.empty((env_ids.shape[0], numel), dtype=torch.float64, device=device)
     if backend == "numpy":
         return _numpy_uniforms(key, env_ids, episode_in_env, draw_index, numel)
     if isinstance(draw_index, int):
         draw_index = _index_tensor(draw_index, device)
-    fn = _COMPILED[draw_index.ndim == 0] if backend == "compiled" else _torch_uniforms
-    return fn(round_keys(key, device), env_ids, episode_in_env, draw_index.to(torch.int64), numel)
+    draw_index = draw_index.to(torch.int64)
+    if backend == "triton":
+        return _triton_uniforms(key, env_ids, episode_in_env, draw_index, numel)
+    fn = _compiled(draw_index.ndim == 0) if backend == "compiled" else _torch_uniforms
+    return fn(round_keys(key, device), env_ids, episode_in_env, draw_index, numel)
