@@ -1,7 +1,8 @@
 """Loading: a run dir, a sweep dir or one records file into a typed episode frame.
 
-``load`` reads the files through the format's reader (``arena_recording.core.format``) into a
-DataFrame with a row per episode. Factor columns are typed from the manifest, never guessed
+``load`` reads every record through the columnar reader (``arena_recording.analysis.columnar``:
+a run's compacted Parquet file when it is current, else its JSONL, typed by the manifest) into
+a DataFrame with a row per episode; ``columns`` keeps only what an analysis needs. Factor columns are typed from the manifest, never guessed
 from values: ``variations.<key>`` for scalars, ``variations.<key>[i]`` per vector component,
 categoricals as pandas ``Categorical`` in the manifest's order, booleans as ``boolean``,
 interval-scope factors as recorded (lists of ``{"step", "value"}``). Sweeps add the job's
@@ -17,26 +18,22 @@ Example::
 
 from __future__ import annotations
 
-import math
 import os
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from arena_recording.analysis import quality
-from arena_recording.analysis.factors import PREFIX, Factor, factors_from_manifests, hashable
-from arena_recording.analysis.sweeps import (
-    JOB_COLUMNS,
-    JobRecording,
-    SweepTable,
-    find_jobs,
-    flatten,
-    sweep_rows,
-)
-from arena_recording.core.format import Manifest, find_manifests, read_records
+from arena_recording.analysis.columnar import concat, job_columns, job_table, read_table
+from arena_recording.analysis.factors import Factor, factors_from_manifests, hashable
+from arena_recording.analysis.sweeps import JobRecording, find_jobs
+from arena_recording.core.format import IDENTITY_FIELDS, Manifest, find_manifests
 
 
 @dataclass
@@ -63,93 +60,126 @@ class Recording:
         raise KeyError(f"no factor {column!r}; factors: {[f.column for f in self.factors]}")
 
 
-def _read_jobs(root: Path, jobs: list[JobRecording]) -> tuple[list[dict[str, Any]], list[str]]:
-    rows: list[dict[str, Any]] = []
-    problems: list[str] = []
-    for job in jobs:
-        label = job.label(root)
-        problems.extend(quality.job_warnings(job, label))
-        if not job.manifests:
-            continue
-        part = SweepTable(root, [job])
-        rows.extend(sweep_rows(part))
-        problems.extend(quality.torn_warnings(label, part.torn_lines))
-    return rows, problems
+def _source(column: str) -> str:
+    """The recorded column of a factor column: ``variations.offset[1]`` -> ``variations.offset``."""
+    return column.split("[", 1)[0]
 
 
-def _vector_columns(values: pd.Series, factors: list[Factor]) -> dict[str, pd.Series]:
+def _plain(values: pa.ChunkedArray) -> pd.Series:
+    """A column that is not a factor: booleans as ``boolean``, lists as Python lists."""
+    if pa.types.is_list(values.type) or pa.types.is_large_list(values.type):
+        return pd.Series(values.to_pylist(), dtype=object)
+    return values.to_pandas(types_mapper={pa.bool_(): pd.BooleanDtype()}.get)
+
+
+def _floats(values: pa.ChunkedArray) -> np.ndarray:
+    try:
+        floats = pc.cast(values, pa.float64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return pd.to_numeric(pd.Series(values.to_pylist()), errors="coerce").to_numpy(np.float64)
+    return floats.to_numpy(zero_copy_only=False)
+
+
+def _vector_columns(values: pa.ChunkedArray, factors: list[Factor]) -> dict[str, np.ndarray]:
+    """The components of a vector factor; rows of another length are missing (NaN)."""
     width = len(factors)
-    rows = [v if isinstance(v, list) and len(v) == width else [math.nan] * width for v in values]
-    matrix = np.asarray(rows, dtype=np.float64).reshape(len(rows), width)
-    return {f.column: pd.Series(matrix[:, i], index=values.index) for i, f in enumerate(factors)}
+    matrix = np.full((len(values), width), np.nan)
+    if pa.types.is_list(values.type) and pa.types.is_floating(values.type.value_type):
+        array = values.combine_chunks()
+        whole = pc.fill_null(pc.equal(pc.list_value_length(array), width), False)
+        rows = pc.list_flatten(array.filter(whole)).to_numpy(zero_copy_only=False)
+        matrix[whole.to_numpy(zero_copy_only=False)] = rows.reshape(-1, width)
+    else:
+        for i, v in enumerate(values.to_pylist()):
+            if isinstance(v, list) and len(v) == width:
+                matrix[i] = pd.to_numeric(pd.Series(v), errors="coerce").to_numpy(np.float64)
+    return {f.column: matrix[:, i] for i, f in enumerate(factors)}
 
 
-def _typed_factor(values: pd.Series, factor: Factor, problems: list[str]) -> pd.Series:
+def _categories(values: pa.ChunkedArray, factor: Factor, problems: list[str]) -> pd.Categorical:
+    """Categories in the manifest's order; values not among the choices become missing."""
+    choices = list(factor.choices)
+    values = values.combine_chunks()
+    try:
+        codes = pc.index_in(values, value_set=pa.array(choices, values.type))
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        position = {c: i for i, c in enumerate(choices)}
+        codes = pa.array([position.get(hashable(v)) for v in values.to_pylist()], pa.int32())
+    unknown = pc.and_(pc.is_valid(values), pc.is_null(codes))
+    count = int(pc.sum(unknown).as_py() or 0)
+    if count:
+        found = pc.unique(values.filter(unknown)).slice(0, 100).to_pylist()
+        problems.extend(quality.choice_warnings(factor, count, [hashable(v) for v in found]))
+    codes = pc.fill_null(codes, -1).to_numpy(zero_copy_only=False)
+    return pd.Categorical.from_codes(codes, categories=choices)
+
+
+def _typed_factor(values: pa.ChunkedArray, factor: Factor, problems: list[str]) -> Any:
     if factor.scope == "interval":
-        return values  # lists of {"step", "value"}: kept as recorded
+        return pd.Series(values.to_pylist(), dtype=object)  # lists of {"step", "value"}
     if factor.kind == "boolean":
-        return values.astype("boolean")
+        if pa.types.is_boolean(values.type):
+            return _plain(values)
+        return pd.Series(values.to_pylist(), dtype=object).astype("boolean")
     if factor.categorical:
-        hashed = values.map(hashable, na_action="ignore")
-        typed = pd.Series(
-            pd.Categorical(hashed, categories=list(factor.choices)), index=values.index
-        )
-        problems.extend(quality.choice_warnings(factor, hashed, typed))
-        return typed
-    return pd.to_numeric(values, errors="coerce").astype(np.float64)
+        return _categories(values, factor, problems)
+    return _floats(values)
 
 
 def _frame(
-    rows: list[dict[str, Any]], factors: list[Factor], problems: list[str]
+    table: pa.Table, factors: list[Factor], problems: list[str], wanted: set[str] | None
 ) -> tuple[pd.DataFrame, list[Factor]]:
-    """The typed frame and the factors that have columns in it."""
-    raw = pd.DataFrame(rows)
-    columns: dict[str, pd.Series] = {}
-    present: list[Factor] = []
+    """The typed frame of a flat table and the factors that have columns in it."""
     by_source: dict[str, list[Factor]] = {}
     for factor in factors:
-        by_source.setdefault(f"{PREFIX}{factor.key}", []).append(factor)
-    if len(raw):
-        missing = [source for source in by_source if source not in raw.columns]
+        if wanted is None or factor.column in wanted or _source(factor.column) in wanted:
+            by_source.setdefault(_source(factor.column), []).append(factor)
+    if table.num_rows:
+        missing = [source for source in by_source if source not in table.column_names]
         problems.extend(quality.missing_factor_warnings(missing))
-    for name in raw.columns:
+    columns: dict[str, Any] = {}
+    present: list[Factor] = []
+    for name in table.column_names:
+        values = table[name]
         group = by_source.get(name)
         if group is None:
-            columns[name] = raw[name]
+            columns[name] = _plain(values)
         elif group[0].column != name:  # vector components
-            components = _vector_columns(raw[name], group)
-            columns.update(
-                {f.column: _typed_factor(components[f.column], f, problems) for f in group}
-            )
+            components = _vector_columns(values, group)
+            columns.update(components)
             present.extend(group)
         else:
-            columns[name] = _typed_factor(raw[name], group[0], problems)
+            columns[name] = _typed_factor(values, group[0], problems)
             present.append(group[0])
-    frame = pd.DataFrame(columns, index=raw.index)
-    for name in ("success", "terminated", "truncated"):
-        if name in frame:
-            frame[name] = frame[name].astype("boolean")
-    for name in ("start_time", "end_time"):
-        if name in frame:
-            frame[name] = pd.to_datetime(frame[name], utc=True, format="ISO8601")
-    return frame, present
+    frame = pd.DataFrame(columns, index=pd.RangeIndex(table.num_rows))
+    return frame, [f for f in factors if f in present]
 
 
 def _manifests_beside(path: Path) -> list[Manifest]:
     return [m for _, m in find_manifests(path.parent) if m.records == path.name]
 
 
-def load(path: str | os.PathLike[str]) -> Recording:
+def _wanted(columns: Collection[str] | None) -> set[str] | None:
+    """The recorded columns to read: those asked for, their sources, and those the checks use."""
+    if columns is None:
+        return None
+    return {*columns, *(_source(c) for c in columns), *IDENTITY_FIELDS, "status"}
+
+
+def load(path: str | os.PathLike[str], columns: Collection[str] | None = None) -> Recording:
     """Load a run dir, a sweep dir or one records file (``episodes.jsonl``).
 
+    Every record is read (a compacted Parquet file when it is current, else the JSONL);
+    ``columns`` (``["success", "variations.speed"]``) keeps only those columns (plus the
+    identity and status, which the checks use): what a big recording needs to be analysed.
     Raises ``FileNotFoundError`` for a missing path, ``ValueError`` for a dir without
     recordings, and ``arena_recording.core.format.FormatError`` for files of a newer schema.
     """
     path = Path(path).absolute()
+    wanted = _wanted(columns)
     if path.is_file():
         manifests = _manifests_beside(path)
-        records, torn = read_records(path)
-        rows = [flatten(record) for record in records]
+        table, torn = read_table(path, manifests[0].factors if manifests else (), wanted)
         problems = quality.torn_warnings(path.name, torn)
         if not manifests:
             problems.append(
@@ -166,16 +196,24 @@ def load(path: str | os.PathLike[str]) -> Recording:
         if not any(job.manifests for job in jobs):
             raise ValueError(f"no recording under {path} (no manifest.json found)")
         manifests = [m for job in jobs for m in job.manifests]
-        rows, problems = _read_jobs(path, jobs)
+        heads = job_columns(path, [job for job in jobs if job.manifests])
+        tables, problems = [], []
+        for job in jobs:
+            label = job.label(path)
+            problems.extend(quality.job_warnings(job, label))
+            if job.manifests:
+                head = heads[job.dir] if kind == "sweep" else None
+                table, torn = job_table(path, job, head, wanted)
+                tables.append(table)
+                problems.extend(quality.torn_warnings(label, torn))
+        table = concat(tables)
     else:
         raise FileNotFoundError(f"{path} does not exist")
     factors, merge_problems = factors_from_manifests(manifests)
     problems.extend(merge_problems)
-    episodes, present = _frame(rows, factors, problems)
+    episodes, present = _frame(table, factors, problems, wanted)
+    del table
     problems.extend(quality.bound_warnings(episodes, present))
-    if kind == "run":
-        episodes = episodes.drop(
-            columns=[c for c in episodes if c in JOB_COLUMNS or c.startswith("override.")]
-        )
     problems.extend(quality.seq_warnings(episodes, manifests))
+    problems.extend(quality.identity_warnings(episodes))
     return Recording(path, kind, episodes, present, problems, manifests, jobs)

@@ -2,7 +2,8 @@
 
 ``load`` runs every check and keeps the findings in ``Recording.warnings`` (empty when all is
 well): records lost or repeated (gaps and duplicates in each writer's ``seq``; a finished
-manifest's count says where the file should end), jobs that did not complete or recorded
+manifest's count says where the file should end), episode identities recorded twice (a
+repeated ``(run_id, episode_id)``), jobs that did not complete or recorded
 nothing, torn lines skipped while reading, values outside their factor's hard bounds or not
 among its choices, and factors declared but not recorded.
 
@@ -68,13 +69,16 @@ def seq_warnings(episodes: pd.DataFrame, manifests: Sequence[Manifest] = ()) -> 
         where = f"run {str(run_id)[:8]} rank {rank}"
         if manifests and (run_id, rank) not in known:
             problems.append(f"{where}: {len(seq)} records that no manifest describes")
-        counts = seq.value_counts()
-        repeated = sorted(int(s) for s in counts[counts > 1].index)
-        if repeated:
-            extra = int((counts[counts > 1] - 1).sum())
-            problems.append(f"{where}: {extra} duplicate record(s) (seq {_ranges(repeated)})")
-        end = max(int(seq.max()) + 1, expected.get((run_id, rank), 0))
-        missing = np.setdiff1d(np.arange(end), seq.to_numpy(dtype=np.int64))
+        numbers = seq.dropna().to_numpy(dtype=np.int64)
+        end = max(int(numbers.max()) + 1, expected.get((run_id, rank), 0))
+        counts = np.bincount(numbers[numbers >= 0], minlength=end)  # O(n), also at 10^7
+        repeated = np.flatnonzero(counts > 1)
+        if len(repeated):
+            extra = int((counts[repeated] - 1).sum())
+            problems.append(
+                f"{where}: {extra} duplicate record(s) (seq {_ranges(repeated.tolist())})"
+            )
+        missing = np.flatnonzero(counts == 0)
         if len(missing):
             problems.append(
                 f"{where}: {len(missing)} missing record(s) (seq {_ranges(missing.tolist())})"
@@ -92,17 +96,34 @@ def missing_factor_warnings(missing: Sequence[str]) -> list[str]:
     ]
 
 
-def choice_warnings(factor: Factor, recorded: pd.Series, typed: pd.Series) -> list[str]:
-    """Recorded values of a categorical factor that are not among its declared choices
-    (``recorded`` as read, ``typed`` as categories, where such values became missing)."""
-    unknown = recorded.notna() & typed.isna()
-    if not unknown.any():
+def choice_warnings(factor: Factor, count: int, found: Sequence[object]) -> list[str]:
+    """``count`` recorded values of a categorical factor that are not among its declared
+    choices (``found``: some of them), which became missing."""
+    if not count:
         return []
-    sample = sorted(map(str, recorded[unknown].unique()))[:5]
+    sample = sorted(map(str, found))[:5]
     return [
-        f"{factor.column}: {int(unknown.sum())} value(s) not among the manifest's choices "
-        f"({', '.join(sample)})"
+        f"{factor.column}: {count} value(s) not among the manifest's choices ({', '.join(sample)})"
     ]
+
+
+def identity_warnings(episodes: pd.DataFrame) -> list[str]:
+    """Episode identities that repeat: the same ``(run_id, episode_id)`` recorded twice (a
+    resume or a rebind that restarted the numbering) is the same episode counted twice."""
+    if episodes.empty or not {"run_id", "episode_id"} <= set(episodes.columns):
+        return []
+    keys = episodes[["run_id", "episode_id"]]
+    repeated = keys.duplicated(keep="first")
+    if not repeated.any():
+        return []
+    problems = []
+    for run_id, ids in keys[repeated].groupby("run_id", sort=False)["episode_id"]:
+        unique = np.unique(ids.to_numpy(dtype=np.int64))
+        problems.append(
+            f"run {str(run_id)[:8]}: {len(ids)} record(s) repeat an episode identity "
+            f"(run_id, episode_id) already recorded (episode_id {_ranges(unique.tolist())})"
+        )
+    return problems
 
 
 def bound_warnings(episodes: pd.DataFrame, factors: Sequence[Factor]) -> list[str]:
