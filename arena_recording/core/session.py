@@ -198,6 +198,9 @@ class Session:
             status,
             self.records_path,
         )
+        from arena_recording.analysis.compact import compact_finished  # skipped without pyarrow
+
+        compact_finished(self.manifest_path)
 
     def _at_exit(self) -> None:
         self.finish("interrupted", "the process exited before the session finished")
