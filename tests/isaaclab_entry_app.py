@@ -5,7 +5,7 @@
 steps it and closes it. Prints one JSON line: the episodes the env reported, per env, as
 ``[env_id, length, terminated, truncated]`` in the order they ended.
 
-    python isaaclab_entry_app.py TASK STEPS [--no-env | --no-close] env.scene.num_envs=4 \\
+    python isaaclab_entry_app.py TASK STEPS [--no-env | --no-close | --fail] env.scene.num_envs=4 \\
         '+recorder=[core,variations]' hydra.run.dir=OUT
 """
 
@@ -27,6 +27,8 @@ def main() -> None:
     flags = {arg for arg in rest if arg.startswith("--")}
     sys.argv = [sys.argv[0], *(arg for arg in rest if not arg.startswith("--"))]
     env_cfg, _ = resolve_task_config(task, None)
+    if "--fail" in flags:
+        raise RuntimeError("the rollout failed")
     if "--no-env" in flags:
         return
     localize(env_cfg)

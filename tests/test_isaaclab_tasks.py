@@ -184,10 +184,13 @@ def run_entry_app(tmp_path: Path, task: str, steps: int, *args: str) -> subproce
 
 
 @pytest.mark.parametrize(
-    ("task", "flags"),
-    [("Isaac-Cartpole", ()), ("Isaac-Ant", ("--no-close",))],  # finished at close, or at exit
+    ("task", "flags", "status"),
+    [
+        ("Isaac-Cartpole", (), "completed"),  # finished when the env closes
+        ("Isaac-Ant", ("--no-close",), "interrupted"),  # finished at exit, the env still open
+    ],
 )
-def test_entry_point_flow_records_the_episodes_it_ran(tmp_path, task, flags):
+def test_entry_point_flow_records_the_episodes_it_ran(tmp_path, task, flags, status):
     done = run_entry_app(
         tmp_path,
         task,
@@ -210,7 +213,7 @@ def test_entry_point_flow_records_the_episodes_it_ran(tmp_path, task, flags):
     }
     check_records(read_records(tmp_path / "episodes.jsonl"), {"ended": ended, "running": running})
     manifest = json.loads((tmp_path / "manifest.json").read_text())
-    assert manifest["status"] == "completed"
+    assert manifest["status"] == status
     assert manifest["counts"]["episodes"] == len(ended) + len(running)
 
 
@@ -221,6 +224,14 @@ def test_entry_point_flow_without_an_env_is_empty(tmp_path):
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["status"] == "empty"
     assert manifest["counts"].get("episodes", 0) == 0
+
+
+def test_entry_point_flow_that_fails_after_the_job_is_failed(tmp_path):
+    done = run_entry_app(tmp_path, "Isaac-Cartpole", 0, "--fail", "+recorder=core")
+    assert done.returncode != 0
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["status"] == "failed"
+    assert "the rollout failed" in manifest["error"]
 
 
 def test_entry_point_multirun_stops_at_start(tmp_path):

@@ -13,8 +13,9 @@ parameter defaults to the config object being composed. Then:
   (``isaaclab_recording.instrument``) and the session stays open past the job;
 - the env built from that cfg records its episodes; when it closes, the session finishes;
 - at process exit, a session still open finishes too: ``empty`` (with a warning) if no env was
-  built from the cfg, else the running episodes end as aborted records and the session is
-  ``completed``, or ``failed`` if the process is dying of an uncaught exception.
+  built from the cfg; else the running episodes end as aborted records and the session is
+  ``failed`` if the process is dying of an uncaught exception, else ``interrupted`` (the env
+  was never closed: SIGTERM, or a script that just ends).
 
 Where the flow cannot record, the job stops at start with a message that says what to do:
 a multirun (``-m``; the compose function returns one config, the last) or an env cfg that is
@@ -103,16 +104,17 @@ class DeferredRecording:
         for recording in recordings:
             recording.finish_session = False
             recording.detach()
-        dying = getattr(sys, "last_value", None)
+        dying = getattr(sys, "last_value", None)  # set for an uncaught exception
         if dying is not None:
             self.session.finish("failed", dying)
+        elif recordings:
+            self.session.finish("interrupted", "the process exited before the env was closed")
         else:
-            if not recordings:
-                log.warning(
-                    "arena-recording: Isaac Lab's entry point composed an env cfg with "
-                    "recording on, but no env was built from it"
-                )
-            self.session.finish("completed")
+            log.warning(
+                "arena-recording: Isaac Lab's entry point composed an env cfg with recording "
+                "on, but no env was built from it"
+            )
+            self.session.finish("completed")  # with 0 episodes: empty
         self.finished()
 
     def finished(self) -> None:
