@@ -47,6 +47,7 @@ from arena_recording.core.recorder import EpisodeRecorder
 from arena_recording.core.sinks import JsonlSink, write_json_atomic
 from arena_recording.core.terms import resolve_term
 from arena_recording.core.variations import VariationBase, observe_variations
+from arena_recording.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,8 @@ class Session:
         job: Mapping[str, Any] | None = None,
     ) -> None:
         self.cfg = recorder_cfg(cfg)
+        if self.cfg.flush_every_s < 0:
+            raise ConfigError("recorder.flush_every_s", f"{self.cfg.flush_every_s} is negative")
         self.terms = [
             resolve_term(name, term) for name, term in self.cfg.terms.items() if term.enabled
         ]
@@ -173,8 +176,14 @@ class Session:
         global _active
         if self.status != "running":
             return
+        flush_error = None
         if self._recorder is not None:
-            self.unbind(self._recorder)
+            try:
+                self.unbind(self._recorder)
+            except Exception as err:  # noqa: BLE001 - the manifest says so, then it is raised
+                flush_error = err
+                if status == "completed":
+                    status, error = "failed", err
         if status == "completed" and not self._counts["episodes"]:
             status = "empty"  # never a silent "completed" with nothing in it
             log.warning("arena-recording: no episode was recorded into %s", self.records_path)
@@ -201,6 +210,8 @@ class Session:
         from arena_recording.analysis.compact import compact_finished  # skipped without pyarrow
 
         compact_finished(self.manifest_path)
+        if flush_error is not None:
+            raise flush_error
 
     def _at_exit(self) -> None:
         self.finish("interrupted", "the process exited before the session finished")
@@ -263,6 +274,7 @@ class Session:
             seed=seed,
             env=env,
             termination_names=termination_names,
+            flush_every_s=self.cfg.flush_every_s,
         )
         for variation in self._variations:
             recorder.track(variation)
@@ -272,11 +284,15 @@ class Session:
         return recorder
 
     def unbind(self, recorder: EpisodeRecorder) -> None:
-        """Stop recording ``recorder``'s env; its counts join the session's."""
+        """Write everything ``recorder`` buffered and stop recording its env; its counts join
+        the session's."""
         if recorder is self._recorder:
-            self._counts.update(recorder.counts)
-            self._recorder = None
-            self._write_manifest()
+            try:
+                recorder.finish()
+            finally:
+                self._counts.update(recorder.counts)
+                self._recorder = None
+                self._write_manifest()
 
     # manifest --------------------------------------------------------------------------------
 

@@ -37,6 +37,7 @@ class EpisodeBatch:
 
     Tensors are on the env's device and indexed like ``env_ids``; ``env`` is whatever the
     adapter recorded from (the gymnasium vector env, the Isaac Lab env), or ``None``.
+    ``start_time`` and ``end_time`` are seconds since the epoch, one per episode.
     """
 
     env_ids: torch.Tensor
@@ -48,7 +49,7 @@ class EpisodeBatch:
     termination: list[str | None]
     success: torch.Tensor | None
     start_time: np.ndarray
-    end_time: float
+    end_time: np.ndarray
     seed: int
     variations: dict[str, Any]
     env: Any = None
@@ -143,14 +144,18 @@ def _iso_utc(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="microseconds")
 
 
+def _iso_column(seconds: np.ndarray) -> list[str]:
+    """UTC times as ISO text, each distinct time formatted once (a reset batch shares one)."""
+    times = seconds.tolist()
+    texts = {t: _iso_utc(t) for t in set(times)}
+    return [texts[t] for t in times]
+
+
 def core(batch: EpisodeBatch) -> dict[str, Any]:
     """Outcome and timing: status, success, terminated, truncated, termination, length, times."""
     terminated, truncated = batch.terminated, batch.truncated
     status_index = torch.where(terminated, 0, torch.where(truncated, 1, 2)).cpu().numpy()
     status = np.array(["terminated", "truncated", "aborted"], dtype=object)[status_index]
-    starts = batch.start_time.tolist()
-    texts = {start: _iso_utc(start) for start in set(starts)}  # few distinct start times
-    start_text = [texts[start] for start in starts]
     return {
         "status": status,
         "success": None if batch.success is None else batch.success,
@@ -158,8 +163,8 @@ def core(batch: EpisodeBatch) -> dict[str, Any]:
         "truncated": truncated,
         "termination": batch.termination,
         "length": batch.length,
-        "start_time": start_text,
-        "end_time": _iso_utc(batch.end_time),
+        "start_time": _iso_column(batch.start_time),
+        "end_time": _iso_column(batch.end_time),
         "seed": batch.seed,
     }
 
