@@ -4,8 +4,13 @@
 the recorder callback does it when a multirun ends, but Hydra skips that when a job failed::
 
     arena-recording merge multirun/2026-01-01/12-00-00
-    arena-recording merge multirun/2026-01-01/12-00-00 --out tables/ --format csv
+    arena-recording merge multirun/2026-01-01/12-00-00 --out tables/ --format parquet
     python -m arena_recording.cli merge multirun/2026-01-01/12-00-00
+
+``compact`` rewrites the JSONL records of a run or sweep (one that crashed before its finish
+compacted them) as Parquet files beside them (``arena_recording.analysis.compact``)::
+
+    arena-recording compact outputs/2026-01-01/12-00-00
 
 ``analyze`` ranks the factors of a run, a sweep or a records file by their effect on an outcome
 (``arena_recording.analysis.sensitivity``), ``report`` writes its HTML report
@@ -30,8 +35,7 @@ from arena_recording.analysis.sweeps import merge_sweep
 
 
 def _merge(args: argparse.Namespace) -> int:
-    formats = ("csv", "jsonl") if args.format == "both" else (args.format,)
-    table = merge_sweep(args.sweep_dir, out_dir=args.out, formats=formats)
+    table = merge_sweep(args.sweep_dir, out_dir=args.out, formats=args.format)
     if not any(job.manifests for job in table.jobs):
         print(f"no recordings under {table.sweep_dir}", file=sys.stderr)
         return 1
@@ -47,21 +51,49 @@ def _merge(args: argparse.Namespace) -> int:
 
 def _analyze(args: argparse.Namespace) -> int:
     from arena_recording.analysis.load import load
+    from arena_recording.analysis.pools import pools
     from arena_recording.analysis.sensitivity import sensitivity
 
-    rec = load(args.path)
+    rec = load(args.path, columns=[args.outcome, "variations.*"])
     for warning in rec.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    result = sensitivity(rec, args.outcome, num_resamples=args.resamples, seed=args.seed)
+    groups = pools(rec)
+    results = []
+    for pool in groups:
+        part = pool.recording(rec)
+        result = sensitivity(part, args.outcome, num_resamples=args.resamples, seed=args.seed)
+        results.append((pool, result))
     if args.json:
         found = {"path": str(rec.path), "kind": rec.kind, "warnings": rec.warnings}
-        print(json.dumps(found | result.to_dict(), indent=2))
+        if len(results) == 1:
+            found |= results[0][1].to_dict()
+        else:
+            found["pools"] = [
+                {"jobs": [j.num for j in pool.jobs], "overrides": pool.fixed} | result.to_dict()
+                for pool, result in results
+            ]
+        print(json.dumps(found, indent=2, default=str))
         return 0
-    print(result.to_text())
-    print()
-    print(result.summary())
-    for note in result.notes:
-        print(f"note: {note}")
+    for i, (pool, result) in enumerate(results):
+        if len(results) > 1:
+            print(("\n" if i else "") + f"== {pool.describe(rec)}")
+        print(result.to_text())
+        print()
+        print(result.summary())
+        for note in result.notes:
+            print(f"note: {note}")
+    return 0
+
+
+def _compact(args: argparse.Namespace) -> int:
+    from arena_recording.analysis.compact import compact_dir
+
+    written = compact_dir(args.path)
+    if not written:
+        print(f"no records to compact under {args.path}", file=sys.stderr)
+        return 1
+    for path in written:
+        print(path)
     return 0
 
 
@@ -96,7 +128,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     merge.add_argument("sweep_dir", help="the sweep dir (hydra.sweep.dir) of a multirun")
     merge.add_argument("--out", default=None, help="where to write the tables (default: sweep dir)")
-    merge.add_argument("--format", choices=("csv", "jsonl", "both"), default="both")
+    merge.add_argument(
+        "--format",
+        nargs="+",
+        choices=("parquet", "csv", "jsonl"),
+        default=["parquet", "csv"],
+        help="the Parquet dataset sweep_episodes/ and the CSV table (default), or JSONL",
+    )
     merge.set_defaults(run=_merge)
 
     analyze = commands.add_parser("analyze", help="rank the factors by their effect on an outcome")
@@ -110,6 +148,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     _add_outcome(report)
     report.add_argument("--out", default=None, help="the HTML file (default: PATH/report.html)")
     report.set_defaults(run=_report)
+
+    compact = commands.add_parser(
+        "compact", help="rewrite the records of a run or sweep as Parquet, for fast loading"
+    )
+    compact.add_argument("path", help="a run dir, a sweep dir or a records file")
+    compact.set_defaults(run=_compact)
 
     catalog = commands.add_parser(
         "catalog", help="the variations and recorder terms an app exposes, with override paths"

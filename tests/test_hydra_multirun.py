@@ -5,15 +5,15 @@ the sweep table joins them, sweeping the recorder group records (or fails loudly
 from __future__ import annotations
 
 import csv
-import json
 import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 from hydra_apps.runner import app_env, manifest, records, run_app
 
-from arena_recording.analysis.sweeps import EPISODES_CSV, EPISODES_JSONL, JOBS_CSV
+from arena_recording.analysis.sweeps import EPISODES_CSV, EPISODES_DATASET, JOBS_CSV
 
 FINAL_X = "+recorder.terms.final_x={func: my_pkg.metrics:final_x, params: {axis: 0}}"
 
@@ -42,8 +42,8 @@ def check_sweep(sweep: Path, overrides: list[list[str]]) -> list[list[dict]]:
     assert [int(row["job_num"]) for row in table] == [
         num for num, rows in enumerate(per_job) for _ in rows
     ]
-    lines = [json.loads(line) for line in (sweep / EPISODES_JSONL).read_text().splitlines()]
-    assert len(lines) == len(table)
+    dataset = pq.read_table(sweep / EPISODES_DATASET)
+    assert sorted(dataset["job_num"].to_pylist()) == [int(row["job_num"]) for row in table]
     jobs = read_csv(sweep / JOBS_CSV)
     assert [row["job_status"] for row in jobs] == ["completed"] * len(overrides)
     return per_job

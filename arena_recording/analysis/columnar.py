@@ -125,11 +125,18 @@ def flatten_table(table: pa.Table) -> pa.Table:
     return table
 
 
+def selected(name: str, columns: Collection[str] | None) -> bool:
+    """Whether column ``name`` is among ``columns`` (``None``: all; ``variations.*``: every
+    column under ``variations.``)."""
+    if columns is None or name in columns or name in ALWAYS:
+        return True
+    return any(c.endswith("*") and name.startswith(c[:-1]) for c in columns)
+
+
 def _project(table: pa.Table, columns: Collection[str] | None) -> pa.Table:
     if columns is None:
         return table
-    wanted = set(columns) | set(ALWAYS)
-    return table.select([name for name in table.column_names if name in wanted])
+    return table.select([name for name in table.column_names if selected(name, columns)])
 
 
 class _Head(io.RawIOBase):
@@ -214,7 +221,7 @@ def _slow(path: Path, schema: pa.Schema, columns: Collection[str] | None) -> tup
     arrays = {
         name: _arrow_column(frame[name], types.get(name))
         for name in frame.columns
-        if columns is None or name in columns or name in ALWAYS
+        if selected(name, columns)
     }
     return pa.table(arrays) if arrays else pa.table({}), torn
 
@@ -294,7 +301,7 @@ def read_table(
     if parquet is not None:
         meta = parquet_metadata(parquet) or {}
         names = pq.read_schema(parquet).names
-        wanted = None if columns is None else [n for n in names if n in {*columns, *ALWAYS}]
+        wanted = None if columns is None else [n for n in names if selected(n, columns)]
         table = pq.read_table(parquet, columns=wanted)
         return table.replace_schema_metadata(None), int(meta.get("torn", 0))
     table, torn, _ = read_jsonl(records, factors, columns)

@@ -30,9 +30,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from arena_recording.analysis import quality
-from arena_recording.analysis.columnar import concat, job_columns, job_table, read_table
+from arena_recording.analysis.columnar import (
+    concat,
+    job_columns,
+    job_table,
+    read_table,
+    selected,
+)
 from arena_recording.analysis.factors import Factor, factors_from_manifests, hashable
-from arena_recording.analysis.sweeps import JobRecording, find_jobs
+from arena_recording.analysis.sweeps import JOB_COLUMNS, JobRecording, find_jobs
 from arena_recording.core.format import IDENTITY_FIELDS, Manifest, find_manifests
 
 
@@ -132,7 +138,7 @@ def _frame(
     """The typed frame of a flat table and the factors that have columns in it."""
     by_source: dict[str, list[Factor]] = {}
     for factor in factors:
-        if wanted is None or factor.column in wanted or _source(factor.column) in wanted:
+        if selected(factor.column, wanted) or selected(_source(factor.column), wanted):
             by_source.setdefault(_source(factor.column), []).append(factor)
     if table.num_rows:
         missing = [source for source in by_source if source not in table.column_names]
@@ -163,15 +169,16 @@ def _wanted(columns: Collection[str] | None) -> set[str] | None:
     """The recorded columns to read: those asked for, their sources, and those the checks use."""
     if columns is None:
         return None
-    return {*columns, *(_source(c) for c in columns), *IDENTITY_FIELDS, "status"}
+    return {*columns, *(_source(c) for c in columns), *IDENTITY_FIELDS, "status", *JOB_COLUMNS}
 
 
 def load(path: str | os.PathLike[str], columns: Collection[str] | None = None) -> Recording:
     """Load a run dir, a sweep dir or one records file (``episodes.jsonl``).
 
     Every record is read (a compacted Parquet file when it is current, else the JSONL);
-    ``columns`` (``["success", "variations.speed"]``) keeps only those columns (plus the
-    identity and status, which the checks use): what a big recording needs to be analysed.
+    ``columns`` (``["success", "variations.speed"]``, or ``["success", "variations.*"]`` for
+    every factor) keeps only those columns (plus the identity and status, which the checks
+    use): what a big recording needs to be analysed.
     Raises ``FileNotFoundError`` for a missing path, ``ValueError`` for a dir without
     recordings, and ``arena_recording.core.format.FormatError`` for files of a newer schema.
     """

@@ -35,6 +35,7 @@ from matplotlib.figure import Figure
 from arena_recording.analysis.factors import Factor
 from arena_recording.analysis.load import Recording, load
 from arena_recording.analysis.outcomes import CONF_LEVEL, binned, ended, job_table, success_rate
+from arena_recording.analysis.pools import pools
 from arena_recording.analysis.sensitivity import (
     DUMMY,
     METHOD_NAMES,
@@ -259,15 +260,29 @@ def _jobs_section(rec: Recording) -> str:
 
 
 def _ranking_section(rec: Recording, outcome: str, options: dict[str, Any]) -> str:
+    groups = pools(rec)
+    if len(groups) == 1:
+        return _ranking(rec, outcome, options, "")
+    head = (
+        "<h2>Factor rankings</h2><p>The jobs differ in more than their variations: each pool "
+        "of jobs that differ only in variations is ranked apart.</p>"
+    )
+    return head + "".join(
+        _ranking(pool.recording(rec), outcome, options, pool.describe(rec)) for pool in groups
+    )
+
+
+def _ranking(rec: Recording, outcome: str, options: dict[str, Any], pool: str) -> str:
+    title = f"Factor ranking: effect on {_e(outcome)}" + (f" ({_e(pool)})" if pool else "")
     try:
         result = sensitivity(rec, outcome, **options)
     except (ValueError, ImportError) as err:
-        return f"<h2>Factor ranking</h2><p>No ranking: {_e(err)}</p>"
+        return f"<h2>{title}</h2><p>No ranking: {_e(err)}</p>"
     header, *rows = result.rows()
     summary = "".join(f"<p>{_e(line)}</p>" for line in result.summary().splitlines())
     notes = "".join(f"<li>{_e(n)}</li>" for n in result.notes)
     return (
-        f"<h2>Factor ranking: effect on {_e(outcome)}</h2>{summary}"
+        f"<h2>{title}</h2>{summary}"
         + _table(header, rows)
         + _ranking_plot(result)
         + (f"<p class='muted'>Notes:</p><ul class='muted'>{notes}</ul>" if notes else "")
@@ -342,7 +357,7 @@ def write_report(
     The default ``out`` is ``report.html`` in the run or sweep dir, or ``<file>.report.html``
     beside a records file. Written atomically, so a reader never sees half a page.
     """
-    rec = load(path)
+    rec = load(path, columns=[outcome, "variations.*"])
     if out is None:
         out = rec.path.with_suffix(".report.html") if rec.kind == "file" else rec.path / REPORT_NAME
     out = Path(out)

@@ -3,9 +3,17 @@
 Each job of a multirun records into its own job dir. ``merge_sweep`` reads every job's
 manifest and records and writes, into the sweep dir:
 
-- ``sweep_episodes.csv`` and ``sweep_episodes.jsonl``: a row per episode of every job, with the
-  job's number, dir and status and its overrides as ``override.<key>`` columns, then the record
-  flattened to dotted columns (``variations.gravity``);
+- ``sweep_episodes/``: a Parquet dataset, one file per job (``job-0000.parquet``...), all
+  with one schema: the job's number, dir and status, its overrides as ``override.<key>``
+  columns, then the record's columns flattened (``variations.gravity``). Any Parquet reader
+  opens it without this package::
+
+      pd.read_parquet("sweep_episodes")
+      pl.read_parquet("sweep_episodes/*.parquet")
+      duckdb.sql("SELECT job_num, avg(success::INT) FROM 'sweep_episodes/*.parquet' GROUP BY 1")
+
+- ``sweep_episodes.csv``: the same rows for a spreadsheet, for sweeps of up to
+  ``CSV_MAX_EPISODES`` episodes (or any size when pyarrow is not installed);
 - ``sweep_jobs.csv``: a row per job (status, error, episode count), including jobs that failed
   before their recording started.
 
@@ -27,7 +35,9 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
+import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +46,10 @@ from typing import Any
 from arena_recording.core.format import Manifest, find_manifests, read_records
 from arena_recording.core.sinks import write_atomic
 
+log = logging.getLogger(__name__)
+
+EPISODES_DATASET = "sweep_episodes"
+CSV_MAX_EPISODES = 100_000  # beyond this the CSV table is not written: the dataset is the table
 EPISODES_CSV = "sweep_episodes.csv"
 EPISODES_JSONL = "sweep_episodes.jsonl"
 JOBS_CSV = "sweep_jobs.csv"
@@ -199,14 +213,61 @@ def _write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> No
     write_atomic(path, write)
 
 
+def _write_dataset(table: SweepTable, out: Path) -> Path | None:
+    """The sweep's episodes as a Parquet dataset: one file per job (``job-0003.parquet``),
+    one schema across the files (a column a job lacks is null there)."""
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from arena_recording.analysis.columnar import concat, job_columns, job_table
+
+    recorded = [job for job in table.jobs if job.manifests]
+    heads = job_columns(table.sweep_dir, recorded)
+    schemas = []
+    for job in recorded:  # first pass: the schema only; one job in memory at a time
+        part, torn = job_table(table.sweep_dir, job, heads[job.dir])
+        schemas.append(part.schema)
+        table.episodes += part.num_rows
+        table.torn_lines += torn
+    try:
+        schema = pa.unify_schemas(schemas, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # a column of numbers in one job, text in another
+        schema = concat([s.empty_table() for s in schemas]).schema
+    target = out / EPISODES_DATASET
+    staging = Path(tempfile.mkdtemp(dir=out, prefix=f".{EPISODES_DATASET}."))
+    try:
+        for i, job in enumerate(recorded):
+            part, _ = job_table(table.sweep_dir, job, heads[job.dir])
+            part = concat([schema.empty_table(), part]).select(schema.names).cast(schema)
+            name = f"job-{job.num if job.num is not None else i:04d}.parquet"
+            pq.write_table(part, staging / name, compression="zstd")
+        old = None
+        if target.exists():
+            old = Path(tempfile.mkdtemp(dir=out, prefix=f".{EPISODES_DATASET}.old."))
+            target.rename(old / EPISODES_DATASET)
+        staging.rename(target)  # readers see the old dataset or the new one
+        if old is not None:
+            shutil.rmtree(old)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return target
+
+
 def merge_sweep(
     sweep_dir: str | os.PathLike[str],
     out_dir: str | os.PathLike[str] | None = None,
-    formats: Iterable[str] = ("csv", "jsonl"),
+    formats: Iterable[str] = ("parquet", "csv"),
 ) -> SweepTable:
     """Write the sweep tables into ``out_dir`` (default: the sweep dir).
 
-    Writes nothing when no job of the sweep recorded (a sweep of an app without a recorder).
+    ``parquet``: the dataset ``sweep_episodes/`` (needs pyarrow; skipped with a log line
+    without it); ``csv``: ``sweep_episodes.csv``, for sweeps of up to ``CSV_MAX_EPISODES``
+    episodes when the dataset is written, any size without pyarrow; ``jsonl``:
+    ``sweep_episodes.jsonl``, on request only. ``sweep_jobs.csv`` is always written. Writes
+    nothing when no job of the sweep recorded (a sweep of an app without a recorder).
     """
     root = Path(sweep_dir).absolute()
     table = SweepTable(root, find_jobs(root))
@@ -214,20 +275,39 @@ def merge_sweep(
         return table
     out = Path(out_dir).absolute() if out_dir is not None else root
     out.mkdir(parents=True, exist_ok=True)
-    rows = list(sweep_rows(table))
-    columns = _columns(rows)
     formats = set(formats)
-    if "csv" in formats:
-        _write_csv(out / EPISODES_CSV, columns, rows)
-        table.paths.append(out / EPISODES_CSV)
-    if "jsonl" in formats:
+    dataset = None
+    if "parquet" in formats:
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            log.info("sweep Parquet dataset not written: pyarrow is not installed")
+        else:
+            dataset = _write_dataset(table, out)
+            table.paths.append(dataset)
+    small = dataset is None or table.episodes <= CSV_MAX_EPISODES
+    if "csv" in formats and not small:
+        log.info(
+            "%s not written: %d episodes (more than %d); read %s instead",
+            EPISODES_CSV,
+            table.episodes,
+            CSV_MAX_EPISODES,
+            dataset,
+        )
+    if ("csv" in formats and small) or "jsonl" in formats:
+        counted = table if dataset is None else SweepTable(root, table.jobs)
+        rows = list(sweep_rows(counted))
+        if "csv" in formats and small:
+            _write_csv(out / EPISODES_CSV, _columns(rows), rows)
+            table.paths.append(out / EPISODES_CSV)
+        if "jsonl" in formats:
 
-        def write_jsonl(f: Any) -> None:
-            for row in rows:
-                f.write(json.dumps(row) + "\n")
+            def write_jsonl(f: Any) -> None:
+                for row in rows:
+                    f.write(json.dumps(row) + "\n")
 
-        write_atomic(out / EPISODES_JSONL, write_jsonl)
-        table.paths.append(out / EPISODES_JSONL)
+            write_atomic(out / EPISODES_JSONL, write_jsonl)
+            table.paths.append(out / EPISODES_JSONL)
     job_rows = [
         {
             "job_num": job.num,

@@ -23,6 +23,7 @@ from arena_recording.core.format import (
     Counts,
     EnvInfo,
     FactorSchema,
+    JobInfo,
     Manifest,
     manifest_name,
     records_name,
@@ -84,9 +85,14 @@ def _chunk(
 
 
 def write_synthetic_run(
-    run_dir: str | os.PathLike[str], episodes: int, seed: int = 0, num_envs: int = 4096
+    run_dir: str | os.PathLike[str],
+    episodes: int,
+    seed: int = 0,
+    num_envs: int = 4096,
+    job: JobInfo | None = None,
 ) -> Path:
-    """A completed run of ``episodes`` episodes with the five ``FACTORS`` in ``run_dir``."""
+    """A completed run of ``episodes`` episodes with the five ``FACTORS`` in ``run_dir``
+    (``job``: the Hydra job it stands for, in a sweep)."""
     out = Path(run_dir)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -102,6 +108,7 @@ def write_synthetic_run(
         status="completed",
         records=records_name(),
         envs=[EnvInfo(num_envs, "cpu", seed)],
+        job=job or JobInfo(),
         factors=list(FACTORS),
         counts=Counts(
             episodes=episodes,
