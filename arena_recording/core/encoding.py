@@ -1,11 +1,12 @@
 """Records: turn a batch of columns into JSON Lines without building a dict per record.
 
 Each column is encoded once per batch: a numeric column is serialized as one JSON array and
-split into its elements, repeated strings go through a cache, and the lines are joined from a
-template in one pass. orjson does the serializing when it is installed (a C encoder, about 2x
-faster here: ``benchmarks/bench_encoder.md``), else the standard library's ``json``; both give
-the same JSON values. Non-finite floats become ``null``: JSON has no NaN, and a bare ``NaN``
-would make the whole line unreadable to strict parsers.
+split into its elements, each distinct string is serialized once, values shared by every line
+go into the line template, and each line is one ``template % row`` (in C). orjson serializes
+when it is installed, else the standard library's ``json`` (slower: see
+``benchmarks/bench_encoder.md``); both write the same JSON values. Non-finite floats become
+``null``: JSON has no NaN, and a bare ``NaN`` would make the whole line unreadable to strict
+parsers.
 
 Example::
 
@@ -15,7 +16,6 @@ Example::
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 from collections.abc import Mapping
@@ -84,6 +84,9 @@ def _numbers(values: list[Any]) -> list[bytes]:
 
 
 def _objects(values: list[Any], name: str) -> list[bytes]:
+    if set(map(type, values)) <= _TEXT:  # labels, names, times: each distinct one dumped once
+        texts = {value: dumps(value) for value in set(values)}
+        return list(map(texts.__getitem__, values))
     cache: dict[Any, bytes] = {}
     out = []
     for value in values:
@@ -100,6 +103,9 @@ def _objects(values: list[Any], name: str) -> list[bytes]:
             ) from None
         out.append(text)
     return out
+
+
+_TEXT = {str, type(None)}
 
 
 class Encoded(list):
@@ -147,6 +153,12 @@ def _encode(value: Any, n: int, name: str) -> list[bytes]:
     return _objects([value], name) * n
 
 
+def _is_scalar(value: Any) -> bool:
+    if isinstance(value, np.ndarray | torch.Tensor):
+        return value.ndim == 0
+    return not isinstance(value, list | tuple)
+
+
 def _template(
     mapping: Mapping[str, Any], prefix: str, n: int, parts: list[bytes], columns: list[list[bytes]]
 ) -> None:
@@ -157,6 +169,9 @@ def _template(
         if isinstance(value, Mapping):
             parts[-1] += text
             _template(value, f"{prefix}{key}.", n, parts, columns)
+            text = b""
+        elif _is_scalar(value):  # the same in every line: part of the template
+            parts[-1] += text + encode_column(value, 1, f"{prefix}{key}")[0]
             text = b""
         else:
             parts[-1] += text
@@ -174,8 +189,5 @@ def encode_lines(columns: Mapping[str, Any], n: int) -> bytes:
     parts[-1] += b"\n"
     if not encoded:
         return parts[0] * n
-    streams: list[Any] = []
-    for part, column in zip(parts, encoded, strict=False):
-        streams += [itertools.repeat(part, n), column]
-    streams.append(itertools.repeat(parts[-1], n))
-    return b"".join(itertools.chain.from_iterable(zip(*streams, strict=True)))
+    template = b"%b".join(part.replace(b"%", b"%%") for part in parts)
+    return b"".join(map(template.__mod__, zip(*encoded, strict=True)))
