@@ -37,18 +37,15 @@ APPLIERS = "arena_recording.integrations.isaaclab_appliers"
 SLIDE_VARIATIONS: dict[str, Any] = {
     "speed": {
         "sampler": {"type": "uniform", "low": 0.5, "high": 4.5},
-        "apply": f"{APPLIERS}:root_velocity",
-        "asset": "cube",
+        "apply": {"func": f"{APPLIERS}:root_velocity", "asset": "cube"},
     },
     "friction": {
         "sampler": {"type": "uniform", "low": 0.1, "high": 0.6},
-        "apply": f"{APPLIERS}:friction",
-        "asset": "cube",
+        "apply": {"func": f"{APPLIERS}:friction", "asset": "cube"},
     },
     "mass": {
         "sampler": {"type": "uniform", "low": 0.2, "high": 5.0},
-        "apply": f"{APPLIERS}:mass",
-        "asset": "cube",
+        "apply": {"func": f"{APPLIERS}:mass", "asset": "cube"},
     },
     # applied to nothing: a factor with no effect, a control for the ranking
     "light": {"sampler": {"type": "uniform", "low": 500.0, "high": 3000.0}, "apply": None},

@@ -37,10 +37,10 @@ FACTORS = {
 # the Isaac Lab demo with two extra factors applied to nothing: one drawn during episodes
 # (interval scope), one categorical drawn when the env is built
 SLIDE_EXTRA = (
-    "+variations.gust={sampler: {type: uniform, low: 0.0, high: 1.0}, apply: null, "
-    "mode: interval, interval_range_s: [0.05, 0.1]}",
+    "+variations.gust={sampler: {type: uniform, low: 0.0, high: 1.0}, scope: interval, "
+    "apply: {interval_range_s: [0.05, 0.1]}}",
     "+variations.tint={sampler: {type: choice, choices: [red, green, blue]}, apply: null, "
-    "mode: startup}",
+    "scope: build}",
 )
 
 

@@ -46,7 +46,7 @@ def test_slide_demo_runs_with_overridden_ranges(tmp_path):
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["status"] == "completed" and manifest["counts"]["episodes"] == 12
     friction = next(f for f in manifest["factors"] if f["key"] == "friction")
-    assert (friction["low"], friction["high"]) == (0.5, 0.6)
+    assert (friction["low"], friction["high"], friction["bounds"]) == ([0.5], [0.6], "hard")
 
 
 def test_slide_demo_sweeps_over_a_friction_range(tmp_path):

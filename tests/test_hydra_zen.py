@@ -63,7 +63,7 @@ COMPOSE_ERRORS = [
         ["could not be converted to Integer", "recorder.terms.final_x.func.axis"],
     ),
     (  # a dotted variation key with a bad sampler type
-        ["variations={cube.mass: {sampler: {type: unifrom}}}"],
+        ["++variations={cube.mass: {sampler: {type: unifrom}}}"],
         ["Invalid value 'unifrom'", "variations.cube.mass.sampler.type"],
     ),
     (  # a misspelled sampler field and a misspelled variation field
@@ -71,7 +71,7 @@ COMPOSE_ERRORS = [
         ["Key 'hgih' not in", "variations.gravity.sampler.hgih"],
     ),
     (
-        ["+variations.gravity.scoep=build"],
+        ["variations.gravity.scoep=build"],
         ["Key 'scoep' not in", "variations.gravity.scoep"],
     ),
     (  # wrong value types
@@ -90,7 +90,20 @@ COMPOSE_ERRORS = [
 
 
 @pytest.mark.parametrize("app", [*APPS, "dataclass_app.py"])
-@pytest.mark.parametrize(("overrides", "expected"), COMPOSE_ERRORS)
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    COMPOSE_ERRORS,
+    ids=[
+        "term-param",
+        "term-param-type",
+        "dotted-key",
+        "sampler-key",
+        "variation-key",
+        "float",
+        "bool",
+        "term-key",
+    ],
+)
 def test_compose_time_errors_name_the_config_path(
     tmp_path: Path, app: str, overrides: list[str], expected: list[str]
 ) -> None:

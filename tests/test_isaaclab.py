@@ -51,7 +51,10 @@ def build_env(with_variations: bool = True):
     if with_variations:
         for key, ((low, high), apply, mode, _) in FACTORS.items():
             sampler = {"type": "uniform", "low": low, "high": high}
-            event = variation_event(key, sampler, apply=apply, asset="cube", mode=mode)
+            scope = {"startup": "build", "reset": "episode"}[mode]
+            event = variation_event(
+                key, sampler, scope=scope, apply={"func": apply, "asset": "cube"}
+            )
             setattr(cfg.events, key.replace(".", "_"), event)
     return ManagerBasedRLEnv(instrument(cfg))
 

@@ -94,6 +94,8 @@ VARIATIONS = {
     ),
 }
 
+SCOPES = {"startup": "build", "reset": "episode", "interval": "interval"}  # event mode: scope
+
 
 @pytest.fixture(scope="module")
 def app():
@@ -106,8 +108,8 @@ def ant_with_variations(num_envs: int) -> ManagerBasedRLEnv:
     cfg.episode_length_s = 0.4
     cfg.events.reset_robot_joints = None  # the legs offset writes the start joint positions
     for key, (sampler, apply, mode, select, _) in VARIATIONS.items():
-        asset = None if select is None else "robot"
-        event = variation_event(key, sampler, apply=apply, asset=asset, mode=mode, **(select or {}))
+        block = {"func": apply} if select is None else {"func": apply, "asset": "robot", **select}
+        event = variation_event(key, sampler, scope=SCOPES[mode], apply=block)
         setattr(cfg.events, key.replace(".", "_"), event)
     with warnings.catch_warnings():
         # the task's reset_base writes the root pose the heading turns: warned about, intended
@@ -168,7 +170,9 @@ def test_per_item_values_broadcast_or_set_each_item():
 def test_an_applier_without_an_asset_names_the_variation(app):
     cfg = task_env_cfg("Isaac-Cartpole", num_envs=2, seed=0)
     cfg.events.pole_damping = variation_event(
-        "pole.damping", {"type": "uniform", "low": 0.0, "high": 1.0}, apply=il.joint_damping
+        "pole.damping",
+        {"type": "uniform", "low": 0.0, "high": 1.0},
+        apply={"func": il.joint_damping},
     )
     with pytest.raises(ConfigError, match="'joint_damping' writes into a scene asset") as err:
         ManagerBasedRLEnv(cfg)
@@ -180,9 +184,7 @@ def test_an_unknown_joint_names_the_variation(app):
     cfg.events.pole_damping = variation_event(
         "pole.damping",
         {"type": "uniform", "low": 0.0, "high": 1.0},
-        apply=il.joint_damping,
-        asset="robot",
-        joints="no_such_joint",
+        apply={"func": il.joint_damping, "asset": "robot", "joints": "no_such_joint"},
     )
     with pytest.raises(ConfigError) as err:
         ManagerBasedRLEnv(cfg)

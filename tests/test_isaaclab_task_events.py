@@ -267,12 +267,10 @@ def test_two_writers_of_one_quantity_are_named_at_build(app):
     cfg.events.pole_offset = variation_event(
         "pole.offset",
         {"type": "uniform", "low": -0.1, "high": 0.1},
-        apply=il.joint_position_offset,
-        asset="robot",
-        joints="cart_to_pole",
+        apply={"func": il.joint_position_offset, "asset": "robot", "joints": "cart_to_pole"},
     )
     cfg.events.gravity = variation_event(
-        "gravity", {"type": "uniform", "low": 8.0, "high": 12.0}, apply=il.gravity
+        "gravity", {"type": "uniform", "low": 8.0, "high": 12.0}, apply={"func": il.gravity}
     )
     cfg.events.task_gravity = EventTermCfg(
         func=mdp.randomize_physics_scene_gravity,

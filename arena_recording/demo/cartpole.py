@@ -6,8 +6,8 @@ Each episode that reaches the time limit (500 steps) counts as a success.
 
 Run it with recording on (records land in Hydra's output dir)::
 
-    python -m arena_recording.demo.cartpole '+recorder=[core,variations]'
-    python -m arena_recording.demo.cartpole '+recorder=[core,variations]' \\
+    python -m arena_recording.demo.cartpole +recorder=default
+    python -m arena_recording.demo.cartpole +recorder=default \\
         variations.gravity.sampler.high=30 eval.num_episodes=400
 """
 
@@ -23,8 +23,8 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from arena_recording.core.variations import build_variations
-from arena_recording.demo.console import Tally
 from arena_recording.integrations.gym_wrapper import VariationsWrapper
+from arena_recording.progress import Tally
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,9 @@ def policy(obs: np.ndarray, gains: DictConfig) -> np.ndarray:
 
 def evaluate(cfg: DictConfig) -> Tally:
     """Run ``eval.num_episodes`` episodes (a fixed quota per env)."""
-    variations = build_variations(OmegaConf.to_container(cfg.variations, resolve=True))
+    variations = build_variations(
+        OmegaConf.to_container(cfg.variations, resolve=True), "variations"
+    )
     vector_env = gym.make_vec("CartPole-v1", num_envs=cfg.num_envs, vectorization_mode="sync")
     env = VariationsWrapper(
         vector_env,

@@ -5,9 +5,9 @@ launch speed and the friction decide success; the mass does not (it cancels out)
 light intensity is drawn and recorded but applied to nothing, a control for the analysis.
 Exactly ``eval.num_episodes`` episodes are evaluated: each env has a fixed quota.
 
-    python -m arena_recording.demo.slide '+recorder=[core,variations]'
-    python -m arena_recording.demo.slide '+recorder=[core,variations]' variations.friction.sampler.high=0.3
-    python -m arena_recording.demo.slide -m '+recorder=[core,variations]' variations.friction.sampler.low=0.1,0.3
+    python -m arena_recording.demo.slide +recorder=default
+    python -m arena_recording.demo.slide +recorder=default variations.friction.sampler.high=0.3
+    python -m arena_recording.demo.slide -m +recorder=default variations.friction.sampler.low=0.1,0.3
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from arena_recording.demo.console import Tally
+from arena_recording.progress import Tally
 
 ISAACLAB = "arena_recording.integrations.isaaclab_appliers"
 CONFIG: dict[str, Any] = {
@@ -30,18 +30,15 @@ CONFIG: dict[str, Any] = {
     "variations": {
         "speed": {
             "sampler": {"type": "uniform", "low": 0.5, "high": 4.5},
-            "apply": f"{ISAACLAB}:root_velocity",
-            "asset": "cube",
+            "apply": {"func": f"{ISAACLAB}:root_velocity", "asset": "cube"},
         },
         "friction": {
             "sampler": {"type": "uniform", "low": 0.1, "high": 0.6},
-            "apply": f"{ISAACLAB}:friction",
-            "asset": "cube",
+            "apply": {"func": f"{ISAACLAB}:friction", "asset": "cube"},
         },
         "mass": {
             "sampler": {"type": "uniform", "low": 0.2, "high": 5.0},
-            "apply": f"{ISAACLAB}:mass",
-            "asset": "cube",
+            "apply": {"func": f"{ISAACLAB}:mass", "asset": "cube"},
         },
         "light": {"sampler": {"type": "uniform", "low": 500.0, "high": 3000.0}, "apply": None},
     },

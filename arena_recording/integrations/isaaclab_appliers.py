@@ -16,7 +16,7 @@ had before any applier wrote it.
 Example::
 
     variation_event("robot.mass_scale", {"type": "uniform", "low": 0.8, "high": 1.2},
-                    apply=mass_scale, asset="robot", bodies=["torso"])
+                    apply={"func": mass_scale, "asset": "robot", "bodies": ["torso"]})
     read(env, "body_mass", selection(env, "robot", bodies=["torso"]))  # (num_envs, 1)
 """
 

@@ -1,25 +1,33 @@
 """Isaac Lab adapter, variations: event terms that draw through our samplers and apply values.
 
 Each variation is an event term: it draws for the episode open in each env and applies the
-values with an applier (``arena_recording.integrations.isaaclab_appliers``). The event mode
-gives the scope: startup draws once per env at build, reset once per episode, interval at the
-episode step of each draw. Configs hold plain data only (managers deep-copy them).
+values with an applier (``arena_recording.integrations.isaaclab_appliers``). A variation is
+the spec every adapter takes (``VariationCfg``: sampler, scope, enabled, and the adapter's
+``apply`` block); the scope gives the event mode: build draws once per env at startup, episode
+once per reset, interval at the episode step of each draw. Configs hold plain data only
+(managers deep-copy them).
 
 Example::
 
     env_cfg.events.cube_mass = variation_event(
-        "cube.mass", {"type": "uniform", "low": 0.5, "high": 5.0}, apply=mass, asset="cube"
+        "cube.mass",
+        {"type": "uniform", "low": 0.5, "high": 5.0},
+        scope="build",
+        apply={"func": mass, "asset": "cube"},
     )
+    # from config: variation_event(key, **spec) with spec as YAML gives it
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from isaaclab.envs import ManagerBasedEnv
 from isaaclab.managers import EventTermCfg, ManagerTermBase, SceneEntityCfg
 
+from arena_recording.core.config import SamplerCfg, unknown_keys, variation_cfg
 from arena_recording.core.sampling import Scope
 from arena_recording.core.terms import import_func
 from arena_recording.core.variations import VariationBase, VariationCfg
@@ -35,6 +43,8 @@ from arena_recording.integrations.isaaclab_appliers import (
 from arena_recording.integrations.isaaclab_recording import EnvIds, env_episodes, env_ids_tensor
 
 _SCOPES = {"startup": Scope("build"), "reset": Scope("episode"), "interval": Scope("interval")}
+_MODES = {scope: mode for mode, scope in _SCOPES.items()}
+APPLY_KEYS = ("func", "asset", "bodies", "joints", "interval_range_s")
 
 
 class VariationEvent(ManagerTermBase):
@@ -115,43 +125,48 @@ def draw(env: ManagerBasedEnv, variation: VariationBase, ids: torch.Tensor) -> t
     if variation.scope is _SCOPES["reset"]:
         episodes.advance(ids)
     interval = variation.scope is _SCOPES["interval"]
-    return variation.sample(
+    drawn = variation.sample(
         ids,
         seed=env.cfg.seed or 0,
         episode_in_env=episodes.identity.episode_in_env[ids],
         step=env.episode_length_buf[ids] if interval else None,
         device=env.device,
     )
+    return variation.values(drawn)
 
 
 def variation_event(
     key: str,
-    sampler: dict[str, Any],
+    sampler: SamplerCfg | Mapping[str, Any],
     *,
-    apply: str | Applier | None,
-    asset: str | None = None,
-    bodies: str | list[str] | None = None,
-    joints: str | list[str] | None = None,
-    mode: str = "reset",
+    scope: str = "episode",
     enabled: bool = True,
-    interval_range_s: tuple[float, float] | None = None,
+    apply: Mapping[str, Any] | None = None,
 ) -> EventTermCfg:
-    """An ``EventTermCfg`` for a variation (plain data only: configs get deep-copied).
+    """An ``EventTermCfg`` for the variation ``key`` (a ``VariationCfg``'s fields).
 
-    ``bodies`` / ``joints`` (names or regexes, as Isaac Lab's ``SceneEntityCfg``) select what
-    the applier writes; by default every body or joint of ``asset``.
+    ``apply`` is Isaac Lab's block: ``func`` the applier (an import path or a callable; none
+    records the value and applies it to nothing), ``asset`` the scene entity it writes,
+    ``bodies`` / ``joints`` (names or regexes, as Isaac Lab's ``SceneEntityCfg``) what of it,
+    by default all, and ``interval_range_s`` the time between draws of an interval variation.
+    Unknown keys are errors naming ``key.apply``.
     """
+    spec = {"sampler": sampler, "scope": scope, "enabled": enabled, "apply": apply}
+    cfg = variation_cfg(spec, key=key)
+    block = dict(cfg.apply or {})
+    unknown_keys(block, APPLY_KEYS, f"{key}.apply")
+    interval = block.get("interval_range_s")
     return EventTermCfg(
         func=VariationEvent,
-        mode=mode,
-        interval_range_s=interval_range_s,
+        mode=_MODES[cfg.scope],
+        interval_range_s=None if interval is None else tuple(interval),
         params={
             "key": key,
-            "sampler": dict(sampler),
-            "apply": apply,
-            "asset": asset,
-            "bodies": bodies,
-            "joints": joints,
-            "enabled": enabled,
+            "sampler": cfg.sampler.to_dict(),
+            "apply": block.get("func"),
+            "asset": block.get("asset"),
+            "bodies": block.get("bodies"),
+            "joints": block.get("joints"),
+            "enabled": cfg.enabled,
         },
     )
