@@ -203,7 +203,8 @@ def test_manifests_of_other_tools_are_not_ours(run, tmp_path):
 def test_resume_continues_a_version_1_recording(tmp_path):
     run = copy(V1_RUN, tmp_path)
     before = read_manifest(run / "manifest.json")
-    record(run, episodes=6, resume=True, factors={"gravity": FACTORS["gravity"]})
+    # a resume completes the evaluation: 10 episodes in all, the 4 recorded and 6 more
+    record(run, episodes=10, resume=True, factors={"gravity": FACTORS["gravity"]})
     after = read_manifest(run / "manifest.json")
     assert after.schema_version == SCHEMA_VERSION and after.run_id == before.run_id
     assert after.counts.episodes == 4 + 6 and after.counts.terminated >= before.counts.terminated

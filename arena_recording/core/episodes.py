@@ -44,6 +44,15 @@ class EpisodeIdentity:
         if num_episodes is not None:
             self.set_quota(num_episodes)
 
+    def continue_after(self, next_episode_id: int, next_in_env: torch.Tensor | None = None) -> None:
+        """Number the episodes after those a recording already holds: ``episode_id`` from
+        ``next_episode_id``, each env's ``episode_in_env`` from ``next_in_env`` (a resume
+        continues both; a second env bound in one session continues ``episode_id`` only)."""
+        self.episode_id.add_(next_episode_id)
+        self._next_id += next_episode_id
+        if next_in_env is not None:
+            self.episode_in_env.add_(next_in_env.to(self.device))
+
     def set_quota(self, num_episodes: int) -> None:
         """Split ``num_episodes`` over the envs: the first ``num_episodes % num_envs`` get one more."""
         if num_episodes < 1:

@@ -25,6 +25,7 @@ import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -45,10 +46,14 @@ RECORDS_STEM = "episodes"
 MANIFEST_STEM = "manifest"
 MANIFEST_GLOB = f"{MANIFEST_STEM}*.json"
 
-Status = Literal["created", "running", "completed", "failed", "interrupted"]
+Status = Literal["created", "running", "completed", "empty", "failed", "interrupted"]
 Kind = Literal["continuous", "categorical", "boolean"]
 Bounds = Literal["hard", "soft"]
-FINISHED: tuple[Status, ...] = ("completed", "failed", "interrupted")
+FINISHED: tuple[Status, ...] = ("completed", "empty", "failed", "interrupted")
+CRASHED = "crashed"
+"""What ``status_now`` calls a ``running`` manifest whose writer stopped beating."""
+STALE_HEARTBEATS = 4
+"""Heartbeats a writer may miss (a loaded machine, a long step) before it counts as gone."""
 
 
 class FormatError(ArenaRecordingError, ValueError):
@@ -331,6 +336,31 @@ class EnvInfo:
         return {"num_envs": self.num_envs, "device": self.device, "seed": self.seed}
 
 
+@dataclass
+class Segment:
+    """One process's part of a recording: a session start, or a resume after it.
+
+    ``first_seq`` and ``first_episode_id`` are where its records start in the records file.
+    """
+
+    id: str
+    started_at: str
+    first_seq: int = 0
+    first_episode_id: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Segment:
+        return cls(
+            str(data["id"]),
+            str(data["started_at"]),
+            int(data.get("first_seq") or 0),
+            int(data.get("first_episode_id") or 0),
+        )
+
+
 # manifest ------------------------------------------------------------------------------------
 
 
@@ -340,7 +370,10 @@ class Manifest:
 
     ``schema_version`` is the version the file was written with (``to_dict`` always writes the
     current layout and version); ``records`` names the records file beside the manifest;
-    ``config`` is the recorder config and ``terms`` each term's description.
+    ``config`` is the recorder config and ``terms`` each term's description. A running
+    writer rewrites it every ``heartbeat_s`` seconds (``updated_at``), so ``status_now`` can
+    tell a live run from a killed one; ``segments`` lists each process that wrote the records
+    (a resume adds one).
     """
 
     run_id: str
@@ -350,6 +383,9 @@ class Manifest:
     error: str | None = None
     started_at: str | None = None
     finished_at: str | None = None
+    updated_at: str | None = None
+    heartbeat_s: float | None = None
+    segments: list[Segment] = field(default_factory=list)
     job: JobInfo = field(default_factory=JobInfo)
     versions: dict[str, str] = field(default_factory=dict)
     envs: list[EnvInfo] = field(default_factory=list)
@@ -385,6 +421,9 @@ class Manifest:
             "error": self.error,
             "started_at": self.started_at,
             "finished_at": self.finished_at,
+            "updated_at": self.updated_at,
+            "heartbeat_s": self.heartbeat_s,
+            "segments": [segment.to_dict() for segment in self.segments],
             "records": self.records,
             "job": self.job.to_dict(),
             "versions": dict(self.versions),
@@ -419,6 +458,9 @@ class Manifest:
                 error=data.get("error"),
                 started_at=data.get("started_at"),
                 finished_at=data.get("finished_at"),
+                updated_at=data.get("updated_at"),
+                heartbeat_s=None if data.get("heartbeat_s") is None else float(data["heartbeat_s"]),
+                segments=[Segment.from_dict(s) for s in data.get("segments") or []],
                 job=JobInfo.from_dict(data.get("job") or {}),
                 versions=dict(data.get("versions") or {}),
                 envs=[
@@ -435,6 +477,24 @@ class Manifest:
             raise FormatError(f"{where}: {err}") from None
         except (KeyError, TypeError, ValueError) as err:
             raise FormatError(f"{where} is malformed: {type(err).__name__}: {err}") from None
+
+
+def status_now(manifest: Manifest, now: datetime | None = None) -> str:
+    """The manifest's status as of ``now`` (default: the current time): ``crashed`` for a
+    ``running`` manifest whose writer has not rewritten it for ``STALE_HEARTBEATS``
+    heartbeats (killed, or its machine is gone), else the status it says. A manifest without
+    a heartbeat (written before heartbeats existed) is taken at its word.
+
+    Example::
+
+        if status_now(read_manifest(path)) == "crashed":
+            print("resume it with recorder.resume=true")
+    """
+    if manifest.status != "running" or not manifest.updated_at or not manifest.heartbeat_s:
+        return manifest.status
+    now = now or datetime.now(UTC)
+    silent = (now - datetime.fromisoformat(manifest.updated_at)).total_seconds()
+    return CRASHED if silent > STALE_HEARTBEATS * manifest.heartbeat_s else manifest.status
 
 
 def is_ours(data: Mapping[str, Any]) -> bool:

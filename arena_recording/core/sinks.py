@@ -14,6 +14,9 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import functools
 import json
 import logging
 import os
@@ -29,15 +32,36 @@ log = logging.getLogger(__name__)
 
 
 class JsonlSink:
-    """Appends lines to ``path``; ``seq`` counts the lines this writer has written."""
+    """Appends lines to ``path``; ``seq`` counts the lines this writer has written.
 
-    def __init__(self, path: Path, *, fsync: bool = False, start_seq: int = 0) -> None:
+    The file is locked (``flock``) for as long as the sink is open, so a second writer of the
+    same file fails at once instead of interleaving its lines; a killed writer's lock goes with
+    its process. ``new=True`` claims the file: it must not exist yet, which two processes
+    starting into one dir cannot both pass. A write that fails (a full disk) is cut back off
+    the file, so the lines already there stay whole; ``error`` keeps that failure.
+    """
+
+    def __init__(
+        self, path: Path, *, fsync: bool = False, start_seq: int = 0, new: bool = False
+    ) -> None:
         self.path = path
         self.fsync = fsync
         self.seq = start_seq
+        self.error: OSError | None = None
         path.parent.mkdir(parents=True, exist_ok=True)
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | (os.O_EXCL if new else 0)
+        fd = os.open(path, flags, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise FileExistsError(
+                f"{path} is being written by another process; give each process its own output "
+                "dir or its own RANK"
+            ) from None
+        self._file = open(fd, "ab", buffering=0)  # noqa: SIM115 - closed in close()
         self._repair()
-        self._file = open(path, "ab")  # noqa: SIM115 - closed in close()
+        self._size = os.fstat(fd).st_size
 
     def _repair(self) -> None:
         """Cut a torn last line (a write interrupted by a hard kill) off an existing file."""
@@ -60,21 +84,34 @@ class JsonlSink:
                 f.truncate(end)
 
     def write(self, block: bytes, count: int) -> None:
-        """Append ``count`` lines (``block``, each line ending in a newline) in one write,
-        then flush."""
+        """Append ``count`` lines (``block``, each line ending in a newline) in one write
+        (one fsync with ``fsync``). On failure the partial write is cut off again and the
+        error is raised (and kept in ``error``): the file holds whole lines only."""
         if not count:
             return
-        self._file.write(block)
-        self._file.flush()
-        if self.fsync:
-            os.fsync(self._file.fileno())
+        if self.error is not None:
+            raise OSError(self.error.errno, f"an earlier write failed: {self.error}")
+        try:
+            view = memoryview(block)
+            while view:
+                view = view[self._file.write(view) :]
+            if self.fsync:
+                os.fsync(self._file.fileno())
+        except OSError as err:
+            self.error = err
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._file.fileno(), self._size)
+            raise
+        self._size += len(block)
         self.seq += count
 
     def close(self) -> None:
+        """Sync and close the file (which releases its lock); raises when the sync fails."""
         if not self._file.closed:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file.close()
+            try:
+                os.fsync(self._file.fileno())
+            finally:
+                self._file.close()
 
     def __enter__(self) -> Self:
         return self
@@ -175,7 +212,14 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     write_atomic(path, lambda f: f.write(json.dumps(data, indent=2, default=str) + "\n"))
 
 
+@functools.cache
 def _umask() -> int:
-    mask = os.umask(0)
+    """The process umask, read once: from ``/proc`` where it can be read without changing it,
+    else by setting and restoring it (once, at the first manifest write)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
     os.umask(mask)
     return mask

@@ -17,6 +17,7 @@ Example (a term declared in config only)::
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 from collections.abc import Callable, Mapping
@@ -78,7 +79,14 @@ class Term:
 
 
 def func_path(func: TermFunc) -> str:
-    return f"{func.__module__}:{func.__qualname__}"
+    """``pkg.module:qualname`` of a function; a ``functools.partial`` shows what it binds, a
+    callable object names its class."""
+    if isinstance(func, functools.partial):
+        bound = [repr(a) for a in func.args] + [f"{k}={v!r}" for k, v in func.keywords.items()]
+        return f"functools.partial({', '.join([func_path(func.func), *bound])})"
+    if not hasattr(func, "__qualname__"):
+        func = type(func)
+    return f"{getattr(func, '__module__', None) or '?'}:{func.__qualname__}"
 
 
 def import_func(path: str) -> TermFunc:
