@@ -179,7 +179,9 @@ def test_interval_scope_is_rejected_for_gym():
 def test_apply_block_names_the_attribute_and_rejects_unknown_keys():
     sampler = {"type": "constant", "value": 7.0}
     spec = {"sampler": sampler, "scope": "build", "apply": {"attribute": "force_mag"}}
-    env = VariationsWrapper(cartpole(AutoresetMode.NEXT_STEP), build_variations({"push": spec}))
+    env = VariationsWrapper(
+        cartpole(AutoresetMode.NEXT_STEP), build_variations({"push": spec}), seed=0
+    )  # with a seed, build-scope values are set at once (without one, at the first reset)
     assert {sub.unwrapped.force_mag for sub in env.unwrapped.envs} == {7.0}
     env.close()
     spec["apply"] = {"atribute": "force_mag"}

@@ -9,6 +9,11 @@ sets the sub-env attribute named like its key, or the one its ``apply`` block na
 
 With no active session the wrapper only applies variations; with neither, it passes through.
 
+The seed variations draw with is ``seed`` when given, else the seed of the first
+``reset(seed=...)``, else one derived from the session's run id (``resolve_seed``: written to
+the manifest with the env); it is fixed from then on, so later ``reset(seed=...)`` calls
+reseed the sub-envs only. Build-scope variations are drawn once the seed is known.
+
 Example::
 
     env = VariationsWrapper(
@@ -21,6 +26,7 @@ Example::
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,11 +37,23 @@ from gymnasium.vector import AutoresetMode, VectorEnv, VectorWrapper
 from arena_recording.core.config import unknown_keys
 from arena_recording.core.episodes import EpisodeEnd, EpisodeIdentity
 from arena_recording.core.sampling import Scope
-from arena_recording.core.session import active_session
+from arena_recording.core.session import active_session, resolve_seed
 from arena_recording.core.variations import VariationBase
 from arena_recording.errors import ConfigError
 
 TERMINATIONS = ("terminated", "truncated")
+log = logging.getLogger(__name__)
+
+
+def _reset_seed(seed: int | list[int | None] | None) -> int | None:
+    """The variation seed a ``reset(seed=...)`` gives: the int, or one int for a list of
+    per-sub-env seeds (a pure function of the list)."""
+    if seed is None or isinstance(seed, int | np.integer):
+        return None if seed is None else int(seed)
+    entropy = [int(s) for s in seed if s is not None]
+    if not entropy:
+        return None
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0]) & 0x7FFFFFFF
 
 
 def _attribute(variation: VariationBase) -> str:
@@ -55,6 +73,7 @@ class VariationsWrapper(VectorWrapper):
     """Draws variations per (env, episode), sets them on the sub-envs, records when a session
     is active.
 
+    ``seed`` may be left out: see the module docstring for where the seed then comes from.
     ``success`` is ``"terminated"``, ``"truncated"``, the name of a boolean info key (such as
     ``"is_success"``), or ``None`` when the env has no notion of success. ``num_episodes``
     gives each env a fixed quota (see ``EpisodeIdentity``); ``identity.quota_met()`` says when
@@ -67,12 +86,13 @@ class VariationsWrapper(VectorWrapper):
         env: VectorEnv,
         variations: Sequence[VariationBase] = (),
         *,
-        seed: int = 0,
+        seed: int | None = None,
         success: str | None = None,
         num_episodes: int | None = None,
     ) -> None:
         super().__init__(env)
         self.seed = seed
+        self._variations_in = variations
         self.success = success
         self.variations = [v for v in variations if v.enabled]
         self.attributes = {v.key: _attribute(v) for v in self.variations}
@@ -83,22 +103,39 @@ class VariationsWrapper(VectorWrapper):
         self._current = {v.key: [None] * self.num_envs for v in self.variations}
         self._session = active_session()
         self.recorder = None
+        self._started = False
+        # Nothing to draw, record or count: steps and resets go straight through.
+        self._passthrough = self._session is None and not self.variations and num_episodes is None
+        if seed is not None:
+            self._start(seed)
+
+    def _start(self, seed: int | None) -> None:
+        """Fix the seed, start recording (with a session) and draw the build-scope variations."""
+        self._started = True
+        self.seed = resolve_seed(seed)
         if self._session is not None:
             self.recorder = self._session.bind(
                 self.identity,
-                seed=seed,
+                seed=self.seed,
                 env=self,
                 termination_names=TERMINATIONS,
-                variations=variations,
+                variations=self._variations_in,
             )
-        # Nothing to draw, record or count: steps and resets go straight through.
-        self._passthrough = self.recorder is None and not self.variations and num_episodes is None
         self._draw(torch.arange(self.num_envs), Scope.build)
 
     def reset(
         self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
     ) -> tuple[Any, dict[str, Any]]:
         """Reset all sub-envs (or ``options["reset_mask"]``); running episodes end as aborted."""
+        if not self._started:
+            self._start(_reset_seed(seed))
+        elif seed is not None and _reset_seed(seed) != self.seed and not self._passthrough:
+            log.warning(
+                "reset(seed=%s): variations keep drawing with seed %d (fixed for the run); the "
+                "sub-envs are reseeded",
+                seed,
+                self.seed,
+            )
         if not self._passthrough:
             mask = None if options is None else options.get("reset_mask")
             ids = np.arange(self.num_envs) if mask is None else np.flatnonzero(mask)
@@ -111,6 +148,8 @@ class VariationsWrapper(VectorWrapper):
     def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
         if self._passthrough:
             return self.env.step(actions)
+        if not self._started:
+            self._start(None)
         obs, rewards, terminated, truncated, info = self.env.step(actions)
         self.lengths += 1
         if len(self._resetting):

@@ -65,7 +65,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from arena_recording.core.config import RecorderCfg, recorder_cfg, variation_cfgs
 from arena_recording.errors import ConfigError
+import gc
 from arena_recording.integrations.isaaclab_entry import DeferredRecording, defer_to_env
+import weakref
 
 if TYPE_CHECKING:
     from arena_recording.core.session import Session
@@ -74,8 +76,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 REQUIRE_CALLBACK_RESOLVER = "arena_recording.require_callback"
-_live_callbacks = 0  # RecorderCallback objects in this process, built here or unpickled
+_live_callbacks: weakref.WeakSet[RecorderCallback] = weakref.WeakSet()
+"""RecorderCallback objects alive in this process (built here or unpickled for a job); one
+that is gone leaves the set, so a reused launcher worker does not count past jobs' callbacks."""
 
+from arena_recording.core.format import MANIFEST_GLOB, FormatError, read_manifest
 
 class RecorderStartError(SystemExit):
     """Recording was asked for and cannot start; stops the process (Hydra swallows exceptions
@@ -94,6 +99,11 @@ def recorder_node(config: DictConfig) -> DictConfig | None:
             "the `recorder` node is not an arena-recording RecorderCfg, so nothing is recorded; "
             "select it with +recorder=default, or extend /arena_recording/schema/recorder"
         )
+class RecorderFinishError(SystemExit):
+    """The recording could not be written to the end (a full or read-only disk); stops the
+    process with the message that says how many episodes are safely on disk."""
+
+
     return None
 
 
@@ -183,14 +193,14 @@ class RecorderCallback(Callback):
     def __init__(self) -> None:
         self._session: Session | None = None
         self._deferred: DeferredRecording | None = None
-        _count_live()
+        _live_callbacks.add(self)
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_session": None, "_deferred": None}  # sessions hold open files
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        _count_live()
+        _live_callbacks.add(self)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
@@ -217,19 +227,27 @@ class RecorderCallback(Callback):
         if deferred is not None and job_return.status != JobStatus.FAILED:
             deferred.record_env()  # the session stays open until the env built after it closes
             return
-        if job_return.status == JobStatus.FAILED:
-            # ``return_value`` re-raises the task's exception; the stored one is the error.
-            session.finish("failed", job_return._return_value)
-        else:
-            session.finish("completed")
+        from arena_recording.core.session import RecordingIOError
+
+        try:
+            if job_return.status == JobStatus.FAILED:
+                # ``return_value`` re-raises the task's exception; the stored one is the error.
+                session.finish("failed", job_return._return_value)
+            else:
+                session.finish("completed")
+        except RecordingIOError as err:
+            log.error("%s", err)
+            raise RecorderFinishError(str(err)) from None
         if session.cfg.report:
             _write_report(session.output_dir)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from arena_recording.analysis.sweeps import merge_sweep
-
+        """The sweep table, for sweeps whose jobs recorded (a manifest of ours in a job dir);
+        any other app's sweep dir is left alone."""
         sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
-        if sweep_dir.is_dir():
+        if sweep_recorded(sweep_dir):
+            from arena_recording.analysis.sweeps import merge_sweep
+
             table = merge_sweep(sweep_dir)
             manifests = (m for job in table.jobs for m in job.manifests)
             if any(m.config.get("report") for m in manifests):
@@ -252,9 +270,18 @@ def _write_report(path: Path) -> None:
         log.exception("arena-recording: could not write the report of %s", path)
 
 
-def _count_live() -> None:
-    global _live_callbacks
-    _live_callbacks += 1
+def sweep_recorded(sweep_dir: Path) -> bool:
+    """Whether a job of the sweep in ``sweep_dir`` recorded: a manifest there says
+    ``producer: arena-recording`` (another tool's ``manifest.json`` does not count)."""
+    if not sweep_dir.is_dir():
+        return False
+    for path in sweep_dir.rglob(MANIFEST_GLOB):
+        try:
+            read_manifest(path)
+        except (FormatError, OSError):
+            continue
+        return True
+    return False
 
 
 def _require_callback(*, _root_: DictConfig) -> str:
@@ -263,7 +290,9 @@ def _require_callback(*, _root_: DictConfig) -> str:
     be recorded, which happens when the recorder group is swept and the environment default
     that registers the callback (``hydra/env=default``) was replaced: fail instead."""
     in_job = OmegaConf.select(_root_, "hydra.runtime.output_dir", default=None) is not None
-    if in_job and _live_callbacks == 0:
+    if in_job and _live_callbacks:
+        gc.collect()  # a past job's callback kept only by a reference cycle is not alive
+    if in_job and not _live_callbacks:
         raise RuntimeError(
             "arena-recording: this job has a recorder config but no recorder callback runs in "
             "it, so nothing would be recorded. Hydra builds callbacks from the master config, "

@@ -44,7 +44,7 @@ from isaaclab.utils import configclass
 
 from arena_recording.core.episodes import EpisodeEnd, EpisodeIdentity
 from arena_recording.core.recorder import EpisodeRecorder
-from arena_recording.core.session import Session, active_session
+from arena_recording.core.session import Session, active_session, resolve_seed
 from arena_recording.errors import ArenaRecordingError, ConfigError
 
 log = logging.getLogger(__name__)
@@ -81,6 +81,7 @@ class EnvEpisodes:
 
     def __init__(self, env: RLEnv) -> None:
         self.env = env
+        self.seed = resolve_seed(env.cfg.seed)  # fixed for the env: every draw uses it
         self.identity = EpisodeIdentity(env.num_envs, env.device)
         self._advanced_at = torch.full((env.num_envs,), -1, dtype=torch.long, device=env.device)
 
@@ -208,7 +209,7 @@ class EnvRecording:
         self.outcome = _Outcome(env, names, resolve_success_terms(names, success_terms))
         self.recorder: EpisodeRecorder | None = session.bind(
             self.episodes.identity,
-            seed=env.cfg.seed or 0,
+            seed=self.episodes.seed,
             env=env,
             termination_names=self.outcome.record_names,
         )

@@ -127,7 +127,7 @@ def draw(env: ManagerBasedEnv, variation: VariationBase, ids: torch.Tensor) -> t
     interval = variation.scope is _SCOPES["interval"]
     drawn = variation.sample(
         ids,
-        seed=env.cfg.seed or 0,
+        seed=episodes.seed,
         episode_in_env=episodes.identity.episode_in_env[ids],
         step=env.episode_length_buf[ids] if interval else None,
         device=env.device,
