@@ -28,6 +28,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from arena_recording.core.config import RecorderCfg
+from arena_recording.core.episodes import EpisodeIdentity
 from arena_recording.core.session import active_session
 from arena_recording.progress import Tally
 
@@ -64,6 +65,9 @@ class EvaluateCfg:
     seed: int = 0
     device: str = "cpu"
     variations: Any = MISSING
+    success_terms: list[str] | None = None
+    """Termination terms that count as success; default: the task's ``success`` term if it has
+    one. Isaac Lab's locomotion and classic tasks count survival: ``success_terms=[time_out]``."""
     rank: bool = True
     """Print the factor ranking at the end (needs the analysis extra and a recording)."""
     recorder: RecorderCfg | None = None
@@ -90,10 +94,19 @@ def _kit_less(env_cfg: Any, device: str) -> None:
     physics.use_cuda_graph = False
 
 
-def _success_terms(env: Any) -> list[str]:
-    """The task's ``success`` termination when it has one (Isaac Lab's convention), else none."""
+def _fired(env: Any, name: str, terminated: torch.Tensor, truncated: torch.Tensor) -> torch.Tensor:
+    """Whether termination term ``name`` fired in the last step (DirectRLEnv tasks have only
+    ``terminated`` and ``time_out``)."""
     manager = getattr(env, "termination_manager", None)
-    return ["success"] if manager and "success" in manager.active_terms else []
+    if manager is not None:
+        return manager.get_term(name)
+    return truncated if name == "time_out" else terminated
+
+
+def _quota(identity: EpisodeIdentity, num_episodes: int) -> torch.Tensor:
+    """Episodes per env; the recorder writes exactly these (``EpisodeIdentity.set_quota``)."""
+    identity.set_quota(num_episodes)
+    return identity.quota
 
 
 def evaluate(cfg: DictConfig) -> Tally:
@@ -107,7 +120,12 @@ def evaluate(cfg: DictConfig) -> Tally:
 
         import arena_recording.demo  # noqa: F401  (registers Arena-Slide-v0)
         from arena_recording.integrations.isaaclab_policies import load_policy
-        from arena_recording.integrations.isaaclab_recording import env_episodes, instrument
+        from arena_recording.integrations.isaaclab_recording import (
+            env_episodes,
+            instrument,
+            resolve_success_terms,
+            termination_names,
+        )
         from arena_recording.integrations.isaaclab_variations import variation_event
 
         env_cfg = load_cfg_from_registry(cfg.task, "env_cfg_entry_point")
@@ -117,24 +135,25 @@ def evaluate(cfg: DictConfig) -> Tally:
         _kit_less(env_cfg, cfg.device)
         for key, spec in OmegaConf.to_container(cfg.variations, resolve=True).items():
             setattr(env_cfg.events, f"variation_{key}", variation_event(key, **spec))
-        env = gym.make(cfg.task, cfg=instrument(env_cfg)).unwrapped
-        identity = env_episodes(env).identity
-        identity.set_quota(cfg.num_episodes)
+        success = resolve_success_terms(termination_names(env_cfg), cfg.success_terms)
+        env = gym.make(cfg.task, cfg=instrument(env_cfg, success_terms=success)).unwrapped
+        quota = _quota(env_episodes(env).identity, cfg.num_episodes)
         obs, _ = env.reset(seed=cfg.seed)
         policy = load_policy(
             cfg.policy,
-            num_actions=env.action_manager.total_action_dim,
+            num_actions=env.single_action_space.shape[0],
             device=cfg.device,
             seed=cfg.seed,
         )
-        success = _success_terms(env)
-        tally = Tally(cfg.num_episodes)
-        while not identity.quota_met():
-            counted = identity.in_quota()
+        tally = Tally(cfg.num_episodes, success=bool(success))
+        finished = torch.zeros_like(quota)
+        while bool((finished < quota).any()):
+            counted = finished < quota
             obs, _, terminated, truncated, _ = env.step(policy(obs["policy"]))
             ended = (terminated | truncated) & counted
+            finished += ended.long()
             if ended.any():
-                won = [env.termination_manager.get_term(name) for name in success]
+                won = [_fired(env, name, terminated, truncated) for name in success]
                 won = torch.stack(won).any(0) & ended if won else torch.zeros_like(ended)
                 tally.add(int(ended.sum()), int(won.sum()))
         env.close()
@@ -147,13 +166,14 @@ def _print_ranking() -> None:
     if session is None:
         return
     try:
-        from arena_recording.analysis.load import load, sensitivity
+        from arena_recording.analysis.load import load
         from arena_recording.analysis.report import write_report
+        from arena_recording.analysis.sensitivity import sensitivity
     except ImportError as err:
         log.warning("the factor ranking needs the analysis extra: %s", err)
         return
-    recording = load(session.output_dir)
-    result = sensitivity(recording, outcome="success")
+    recording = load(session.output_dir, columns=["success", "variations.*"])
+    result = sensitivity(recording, "success")
     print(result.to_text())
     print(result.summary())
     print(f"report: {write_report(session.output_dir)}")
@@ -163,10 +183,10 @@ register()
 
 
 @hydra.main(version_base=None, config_name="evaluate")
-def main(cfg: DictConfig) -> float:
+def main(cfg: DictConfig) -> float | None:
     tally = evaluate(cfg)
     rate = tally.summary()
-    if cfg.rank:
+    if cfg.rank and tally.successes is not None:
         _print_ranking()
     return rate
 
