@@ -106,12 +106,15 @@ def object_height(batch: EpisodeBatch, axis: int = 2) -> torch.Tensor:
 
 
 def recorder_cfg() -> RecorderCfg:
+    """Flushed at every reset batch, so ``close`` times the whole record path (terms,
+    encoding, write) on the calling thread."""
     return RecorderCfg(
         terms={
             "core": TermCfg(func=core),
             "variations": TermCfg(func=variations),
             "object_height_cm": TermCfg(func=object_height, params={"axis": 2}),
-        }
+        },
+        flush_every_s=0,
     )
 
 

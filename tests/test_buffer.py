@@ -150,3 +150,17 @@ def test_encoder_writes_the_same_values_with_or_without_orjson(orjson):
         "nested": [1, 2],
         "time": "2026-01-01T00:00:00.000000+00:00",
     }
+
+
+def test_a_flush_larger_than_an_encoding_chunk_writes_every_record_once(tmp_path):
+    identity, recorder, mass, sink = make_recorder(tmp_path, 60.0)
+    everyone = torch.arange(64)
+    reset(identity, recorder, mass, everyone, torch.zeros(64, dtype=torch.long))
+    for length in range(1, 41):  # 2,560 records in one flush: encoded in several chunks
+        reset(identity, recorder, mass, everyone, torch.full((64,), length))
+    recorder.finish()
+    sink.close()
+    records = [json.loads(line) for line in (tmp_path / "episodes.jsonl").read_text().splitlines()]
+    assert [r["seq"] for r in records] == list(range(2560))
+    assert [r["length"] for r in records[::64]] == list(range(1, 41))
+    assert all(r["episode_in_env"] == i // 64 for i, r in enumerate(records))

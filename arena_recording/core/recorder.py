@@ -60,6 +60,10 @@ FLUSH_TERMS = (builtin.core, builtin.variations)
 """Term functions that run at flush time on the buffered columns instead of in ``close``."""
 
 _CAPACITY_PER_ENV = 1024  # buffer bytes per env: about 600 steps of 1% resets with 5 factors
+# The flushing thread holds the interpreter lock while it replays and encodes; it gives it up
+# this often so the stepping thread never waits long for it.
+_YIELD_EVERY = 64  # events replayed
+_ENCODE_ROWS = 1024  # records encoded
 
 
 class DrawError(RuntimeError):
@@ -142,23 +146,34 @@ class _Factor:
 class _LiveBatch(EpisodeBatch):
     """The batch custom terms see in ``close``: tensors at once, host fields on first access."""
 
-    def __init__(self, recorder: EpisodeRecorder, end: EpisodeEnd, ids: torch.Tensor, now: float):
+    def __init__(
+        self,
+        recorder: EpisodeRecorder,
+        end: EpisodeEnd,
+        env_ids: torch.Tensor,
+        ids: torch.Tensor,
+        now: float,
+    ):
         self._recorder = recorder
         self._end = end
-        self.env_ids = end.env_ids
+        self._now = now
+        self.env_ids = env_ids
         self.episode_in_env = ids[:, 0]
         self.episode_id = ids[:, 1]
         self.length = end.length
         self.terminated = end.terminated
         self.truncated = end.truncated
         self.success = end.success
-        self.end_time = np.full(ids.shape[0], now)
         self.seed = recorder.seed
         self.env = recorder.env
 
     @functools.cached_property
     def termination(self) -> list[str | None]:  # type: ignore[override]
         return self._recorder.termination_names[self._end.termination.cpu().numpy()].tolist()
+
+    @functools.cached_property
+    def end_time(self) -> np.ndarray:  # type: ignore[override]
+        return np.full(self.env_ids.shape[0], self._now)
 
     @functools.cached_property
     def _state(self) -> tuple[np.ndarray, dict[str, Any]]:
@@ -399,7 +414,7 @@ class EpisodeRecorder:
         custom = [t for t in self.terms if t.func not in FLUSH_TERMS]
         if not custom:
             return {}
-        batch = _LiveBatch(self, EpisodeEnd(**{**vars(end), "env_ids": env_ids}), ids, now)
+        batch = _LiveBatch(self, end, env_ids, ids, now)
         rows = event.rows
         device: dict[tuple[str, ...], torch.Tensor] = {}
         for term in custom:
@@ -460,7 +475,9 @@ class EpisodeRecorder:
             return columns[name][start : start + n]
 
         closes: list[tuple[_Close, dict[str, np.ndarray], dict[str, tuple]]] = []
-        for event in events:
+        for i, event in enumerate(events):
+            if i % _YIELD_EVERY == _YIELD_EVERY - 1:
+                time.sleep(0)  # let the stepping thread have the interpreter
             if isinstance(event, _Track):
                 variation = event.variation
                 self._factors[variation.key] = _Factor(variation, self.identity.num_envs)
@@ -534,8 +551,12 @@ class EpisodeRecorder:
                 lines.update(out)
             else:
                 lines.update(_nest(self._custom_columns(term, closes, index)))
-        block = encode_lines(lines, n)
-        self.sink.write(block, n)
+        blocks = []
+        for start in range(0, n, _ENCODE_ROWS):
+            rows = slice(start, min(start + _ENCODE_ROWS, n))
+            blocks.append(encode_lines(_rows(lines, rows), rows.stop - rows.start))
+            time.sleep(0)  # let the stepping thread have the interpreter
+        self.sink.write(b"".join(blocks), n)
         self._count(batch)
 
     def _host_batch(self, closes, cat, env, ids, length, index) -> EpisodeBatch:
@@ -628,6 +649,23 @@ class EpisodeRecorder:
                 counts[f"undrawn:{key}"] = column.count(None)
         with self._counts_lock:
             self._counts.update(counts)
+
+
+def _rows(tree: Mapping[str, Any], rows: slice) -> dict[str, Any]:
+    """``rows`` of every column of a (nested) mapping of columns; scalars stay scalars."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            out[key] = _rows(value, rows)
+        elif isinstance(value, Encoded):
+            out[key] = Encoded(value[rows])
+        elif isinstance(value, list) or (
+            isinstance(value, np.ndarray | torch.Tensor) and value.ndim > 0
+        ):
+            out[key] = value[rows]
+        else:
+            out[key] = value
+    return out
 
 
 def _stack(parts: list[np.ndarray | None], rows: list[int], index: np.ndarray) -> Any:
