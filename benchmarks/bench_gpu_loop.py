@@ -18,8 +18,9 @@ Rounds interleave the variants (order rotated per round); a round runs ``steps``
 Overheads are the median per-step time of a variant over the median of *base*, and the median
 over rounds of the per-round ratio (paired). Host synchronizations per step are counted with
 ``torch.cuda.set_sync_debug_mode("warn")`` over separate steps (the loop's own ``nonzero``
-counts one). GPU memory the recorder holds is the allocator's growth over the variations-only
-loop, with the high-water mark over a long run to show it stays bounded.
+counts one). GPU memory the recorder holds: the allocator's growth while it is built and run
+(with the high-water mark over a long run), and, exactly, its staging buffer plus the most
+tensors it kept between two flushes (*buffer MiB*).
 
 Run on a GPU (writes ``bench_gpu_loop.md`` beside this file, or ``--out``)::
 
@@ -274,9 +275,13 @@ def bench_size(
         for name in order:
             per_step[name].append(timed_steps(tasks[name], steps))
     peak = memory()
+    buffered = recorder._log.nbytes
     for _ in range(3):  # a long run: the recorder's memory stays bounded
-        timed_steps(recorded, steps)
+        for _ in range(steps):
+            recorded.step()
+            buffered = max(buffered, recorder._log.nbytes)
         peak = max(peak, memory())
+    staging = recorder._log._staging.numel()
     session.finish()
     episodes = session.counts().get("episodes", 0)
     median = {name: statistics.median(times) for name, times in per_step.items()}
@@ -302,6 +307,7 @@ def bench_size(
         "host_us": host_us,
         "recorder_mib": recorder_memory / 2**20,
         "recorder_peak_mib": (peak - memory_before) / 2**20,
+        "buffer_mib": (staging + buffered) / 2**20,
         "episodes": episodes,
     }
 
@@ -309,8 +315,9 @@ def bench_size(
 def table(rows: list[dict]) -> str:
     lines = [
         "| envs | step | base ms | variations | recording | variations (paired) | "
-        "recording (paired) | syncs/step base / var / rec | recorder MiB (peak) | episodes |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "recording (paired) | syncs/step base / var / rec | recorder MiB (peak) | "
+        "buffer MiB | episodes |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         s = r["syncs"]
@@ -319,7 +326,8 @@ def table(rows: list[dict]) -> str:
             f"{r['variations_pct']:+.1f}% | {r['recording_pct']:+.1f}% | "
             f"{r['variations_paired_pct']:+.1f}% | {r['recording_paired_pct']:+.1f}% | "
             f"{s['base']:.2f} / {s['variations']:.2f} / {s['recording']:.2f} | "
-            f"{r['recorder_mib']:.1f} ({r['recorder_peak_mib']:.1f}) | {r['episodes']:,} |"
+            f"{r['recorder_mib']:.1f} ({r['recorder_peak_mib']:.1f}) | {r['buffer_mib']:.1f} | "
+            f"{r['episodes']:,} |"
         )
     return "\n".join(lines)
 
