@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from datetime import datetime
 
 import numpy as np
 import pytest
@@ -187,6 +188,37 @@ def final_x(batch: EpisodeBatch, axis: int = 0, scale: float = 1.0) -> dict:
 
 def nan_term(batch: EpisodeBatch) -> torch.Tensor:
     return torch.full((len(batch),), math.nan)
+
+
+def host_fields(batch: EpisodeBatch) -> dict:
+    """A custom term that reads the batch's host-side fields (the recorder flushes for them)."""
+    return {
+        "seen_termination": batch.termination,
+        "seen_start": batch.start_time.tolist(),
+        "seen_mass": batch.variations["mass"],
+    }
+
+
+@pytest.mark.parametrize("flush_every_s", [0.0, 1.0])
+def test_custom_terms_see_host_fields_as_the_records_have_them(
+    tmp_path, recorder_cfg, flush_every_s
+):
+    recorder_cfg["terms"]["seen"] = {"func": host_fields}
+    recorder_cfg["flush_every_s"] = flush_every_s
+    with Session(recorder_cfg, tmp_path) as session:
+        adapter = Adapter(session, [make("mass")])
+        adapter.reset(range(4))
+        adapter.step(3)
+        adapter.reset([0, 2], terminated=[True, False], termination=1)
+        adapter.step(2)
+        adapter.reset(range(4))
+    records = read_records(tmp_path / "episodes.jsonl")
+    assert len(records) == 6
+    for r in records:
+        assert r["seen_termination"] == r["termination"]
+        assert r["seen_mass"] == r["variations"]["mass"] is not None
+        start = datetime.fromisoformat(r["start_time"]).timestamp()
+        assert r["seen_start"] == pytest.approx(start, abs=1e-6)
 
 
 def test_custom_terms_and_non_finite_values(tmp_path, recorder_cfg):
