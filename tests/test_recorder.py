@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from datetime import datetime
 
 import numpy as np
@@ -138,6 +139,25 @@ def test_second_draw_in_a_closed_episode_fails_the_flush_that_writes_it(tmp_path
     with pytest.raises(DrawError, match=DRAWN_TWICE):
         adapter.reset([2])
     session.finish("failed", "test")
+
+
+def test_a_failed_background_flush_surfaces_and_the_session_still_ends(tmp_path, recorder_cfg):
+    recorder_cfg["flush_every_s"] = 0.01
+    session = Session(recorder_cfg, tmp_path).start()
+    friction = make("object.friction")
+    adapter = Adapter(session, [friction])
+    adapter.reset(range(4))
+    adapter.step()
+    adapter.reset([2])
+    friction.sample(torch.tensor([2]), seed=SEED, episode_in_env=torch.tensor([1]))
+    with pytest.raises(DrawError, match=DRAWN_TWICE):
+        for _ in range(500):  # flushes go on after the failing one until it is raised here
+            adapter.step()
+            adapter.reset(range(4))
+            time.sleep(0.002)
+    with pytest.raises(RuntimeError, match="an earlier flush failed"):
+        session.finish("failed", "test")
+    assert json.loads((tmp_path / "manifest.json").read_text())["status"] == "failed"
 
 
 def test_interval_draws_belong_to_their_episode_and_are_evicted(tmp_path, recorder_cfg):

@@ -250,6 +250,7 @@ class EpisodeRecorder:
         self._events: list[Any] = []
         self._lock = threading.Lock()
         self._last_flush = time.monotonic()
+        self._failed = False
         self._owners = self._flush_term_keys()
         self._thread = (
             FlushThread("arena-recording flush", self._flush_if_due, flush_every_s / 4)
@@ -342,13 +343,13 @@ class EpisodeRecorder:
                 return
             events, self._events = self._events, []
             self._last_flush = time.monotonic()
+            job = functools.partial(self._write, packed, events)
+            if self._thread is not None:  # in the lock: flushes are written in order
+                self._thread.submit(job)
+                return
         finally:
             self._lock.release()
-        job = functools.partial(self._write, packed, events)
-        if self._thread is None:
-            job()
-        else:
-            self._thread.submit(job)
+        job()
 
     def finish(self) -> None:
         """Flush everything, wait until it is written, stop the flushing thread and check the
@@ -457,13 +458,20 @@ class EpisodeRecorder:
     # flush-time work (the flushing thread) ------------------------------------------------------
 
     def _write(self, packed: Packed, events: list[Any]) -> None:
-        try:
-            columns = packed.wait()
-            rows = self._replay(columns, events)
-        finally:
+        if self._failed:  # an earlier flush failed: its state is not to be built on
             packed.release()
-        if rows is not None:
-            self._encode(*rows)
+            return
+        try:
+            try:
+                columns = packed.wait()
+                rows = self._replay(columns, events)
+            finally:
+                packed.release()
+            if rows is not None:
+                self._encode(*rows)
+        except BaseException:
+            self._failed = True
+            raise
 
     def _replay(self, columns: dict[str, np.ndarray], events: list[Any]) -> tuple | None:
         """Apply draws and closes in order; the closed rows, their factor values, host outputs."""

@@ -50,7 +50,13 @@ class JsonlSink:
         self.error: OSError | None = None
         path.parent.mkdir(parents=True, exist_ok=True)
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | (os.O_EXCL if new else 0)
-        fd = os.open(path, flags, 0o666)
+        try:
+            fd = os.open(path, flags, 0o666)
+        except FileExistsError:
+            raise FileExistsError(
+                f"{path} already exists (another process started recording into this dir at the "
+                "same time); a recording is never overwritten"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -129,8 +135,9 @@ class FlushThread:
     """Runs jobs in the order they are submitted, on one daemon thread.
 
     When no job came for ``tick_s`` seconds it calls ``tick`` (a recorder flushes what waited
-    too long). The first error a job or ``tick`` raises stops the thread's work; ``check``,
-    ``submit``, ``drain`` and ``join`` raise it on the caller's thread.
+    too long). The first error a job or ``tick`` raises is kept, and ``check``, ``submit``,
+    ``drain`` and ``join`` raise it on the caller's thread; later jobs still run (a job that
+    cannot go on after a failure says so itself), so none leaves resources unreleased.
 
     Example::
 
@@ -158,10 +165,10 @@ class FlushThread:
                     self._jobs.task_done()
                     return
             try:
-                if self._error is None:
-                    job()
+                job()
             except BaseException as err:  # noqa: BLE001 - raised again on the caller's thread
-                self._error = err
+                if self._error is None:
+                    self._error = err
             finally:
                 if job is not self._tick:
                     self._jobs.task_done()
