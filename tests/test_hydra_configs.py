@@ -5,6 +5,8 @@ start checks of variations wherever they sit, and sweep-table helpers."""
 from __future__ import annotations
 
 import importlib
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,14 @@ from arena_recording.integrations.hydra_callback import (
 )
 
 PLUGIN = "hydra_plugins.arena_recording.searchpath"
+
+
+def test_the_configs_and_the_plugin_import_no_torch() -> None:
+    code = (
+        "import sys, arena_recording.core.config, hydra_plugins.arena_recording.searchpath; "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_plugin_and_registration_are_idempotent() -> None:

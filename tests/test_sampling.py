@@ -11,6 +11,7 @@ from arena_recording.core.config import (
     ConstantCfg,
     LogUniformCfg,
     NormalCfg,
+    SamplerCfg,
     UniformCfg,
     VariationCfg,
     sampler_cfg,
@@ -147,6 +148,10 @@ def test_per_type_configs_validate_on_construction_and_fill_defaults():
         "NormalCfg(mean=0.0, std=2, low=None, high=None)"
     )
     assert NormalCfg(mean=[0, 1], std=1).shape == (2,)
+    any_type = sampler_cfg({"type": "choice", "choices": [1, 2]}, "s")
+    assert any_type == ChoiceCfg(choices=[1, 2]) and any_type.kind == "categorical"
+    from_hydra = SamplerCfg(type="uniform", low=[0, 1])  # a node Hydra composed: no defaults
+    assert from_hydra.shape == (2,) and from_hydra.checked() == UniformCfg(low=[0, 1], high=1.0)
     assert BernoulliCfg().describe()["weights"] == [0.5, 0.5]
 
 

@@ -182,11 +182,12 @@ class SamplerCfg:
     @property
     def shape(self) -> tuple[int, ...]:
         """The shape of one drawn value: ``()`` for a scalar, ``(n,)`` for a vector."""
-        return ()
+        return self.checked().shape if type(self) is SamplerCfg else ()
 
     @property
     def kind(self) -> str:
-        return "continuous"
+        """``continuous``, ``categorical`` or ``boolean``."""
+        return self.checked().kind if type(self) is SamplerCfg else "continuous"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data: ``type`` as a string and the type's fields."""

@@ -46,6 +46,18 @@ variations so that Hydra checks them while composing::
         recorder: RecorderCfg | None = None
         variations: dict[str, VariationCfg] = field(default_factory=dict)
 
+hydra-zen apps (``zen(task).hydra_main``, ``launch``) record the same way. A custom term can be
+a stored hydra-zen config, so its params are checked against the function while composing::
+
+    FinalX = builds(final_x, populate_full_signature=True, zen_partial=True, zen_exclude=["batch"])
+    store(TermCfg(func=FinalX(axis=0)), group="recorder/terms", name="final_x",
+          package="recorder.terms.final_x")     # +recorder=default +recorder/terms=final_x
+
+hydra-zen turns a dataclass instance in a default (``make_config``, ``builds``, a stored
+dataclass type) into a ``builds`` of its class, which is not a ``VariationCfg`` or
+``RecorderCfg`` node: give typed fields plain-data defaults (``{}``, ``None``, a stored group
+option), or store an instance of a plain dataclass.
+
 Variations are validated at job start wherever they sit under a key named ``variations``
 (``variations.gravity``, ``env.variations.cube.mass``): a mapping of key to spec, or a list of
 specs. Unknown keys and dotted keys are checked like the rest; errors name the config path.

@@ -172,7 +172,7 @@ def _variations(cfg: DictConfig) -> list[Entry]:
             if not isinstance(spec, dict):
                 continue
             description, settings = _sampler_settings(where, spec.get("sampler"))
-            rest = {k: v for k, v in spec.items() if k != "sampler"}
+            rest = {k: v for k, v in spec.items() if k != "sampler" and (k != "key" or v)}
             settings += [Setting(f"{where}.{k}", v) for k, v in rest.items()]
             entries.append(Entry(where, description, settings))
     return entries
