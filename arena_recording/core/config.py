@@ -447,6 +447,20 @@ class TermCfg:
 
 
 @dataclass
+class ReplayCfg:
+    """Which recorded episodes a job runs again (``arena_recording.core.replay``).
+
+    ``source`` is a run dir, a sweep dir or a records file; ``where`` a pandas query over its
+    episode frame (``success == false``, ```variations.gravity` > 30``); ``episodes`` explicit
+    ``episode_id`` values. Both select together; neither selects every episode.
+    """
+
+    source: str | None = None
+    where: str | None = None
+    episodes: list[int] | None = None
+
+
+@dataclass
 class RecorderCfg:
     """What a session records and how it writes. A Hydra job records when its ``recorder``
     node is a ``RecorderCfg`` (what ``+recorder=default`` selects).
@@ -457,6 +471,7 @@ class RecorderCfg:
     records reach the file at least that often (``0``: at every reset batch, on the stepping
     thread); ``report`` asks the Hydra callback for an HTML report
     (``arena_recording.analysis.report``) when the job, and the multirun, ends.
+    ``replay`` runs recorded episodes again with the factor values they ran with.
 
     ``terms`` holds ``TermCfg`` nodes (``recorder_cfg`` converts mappings) but is typed ``Any``
     for OmegaConf: it cannot assign a plain mapping to a new key of a ``dict[str, TermCfg]``,
@@ -470,6 +485,7 @@ class RecorderCfg:
     resume: bool = False
     report: bool = False
     flush_every_s: float = 1.0
+    replay: ReplayCfg | None = None
 
 
 def _convert(tp: Any, value: Any, path: str) -> Any:
