@@ -65,7 +65,10 @@ specs. Unknown keys and dotted keys are checked like the rest; errors name the c
 
 from __future__ import annotations
 
+import gc
 import logging
+import sys
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -76,10 +79,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from arena_recording.core.config import RecorderCfg, recorder_cfg, variation_cfgs
+from arena_recording.core.format import MANIFEST_GLOB, FormatError, read_manifest
 from arena_recording.errors import ConfigError
-import gc
 from arena_recording.integrations.isaaclab_entry import DeferredRecording, defer_to_env
-import weakref
 
 if TYPE_CHECKING:
     from arena_recording.core.session import Session
@@ -92,11 +94,15 @@ _live_callbacks: weakref.WeakSet[RecorderCallback] = weakref.WeakSet()
 """RecorderCallback objects alive in this process (built here or unpickled for a job); one
 that is gone leaves the set, so a reused launcher worker does not count past jobs' callbacks."""
 
-from arena_recording.core.format import MANIFEST_GLOB, FormatError, read_manifest
 
 class RecorderStartError(SystemExit):
     """Recording was asked for and cannot start; stops the process (Hydra swallows exceptions
     from callbacks, and a job must never run unrecorded when recording was requested)."""
+
+
+class RecorderFinishError(SystemExit):
+    """The recording could not be written to the end (a full or read-only disk); stops the
+    process with the message that says how many episodes are safely on disk."""
 
 
 def recorder_node(config: DictConfig) -> DictConfig | None:
@@ -111,11 +117,6 @@ def recorder_node(config: DictConfig) -> DictConfig | None:
             "the `recorder` node is not an arena-recording RecorderCfg, so nothing is recorded; "
             "select it with +recorder=default, or extend /arena_recording/schema/recorder"
         )
-class RecorderFinishError(SystemExit):
-    """The recording could not be written to the end (a full or read-only disk); stops the
-    process with the message that says how many episodes are safely on disk."""
-
-
     return None
 
 
@@ -215,6 +216,7 @@ class RecorderCallback(Callback):
         _live_callbacks.add(self)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _finish_stale_session()
         try:
             self._session = start_session(config)
             # Isaac Lab's entry points compose in the job and build the env after it ends
@@ -280,6 +282,21 @@ def _write_report(path: Path) -> None:
         )
     except Exception:
         log.exception("arena-recording: could not write the report of %s", path)
+
+
+def _finish_stale_session() -> None:
+    """A launcher worker that caught a job's ``SystemExit`` or ``KeyboardInterrupt`` (joblib's
+    loky workers return it to the parent and take the next job) skipped that job's
+    ``on_job_end``: its session is still active here. It ends as interrupted."""
+    session_module = sys.modules.get("arena_recording.core.session")  # none: nothing active
+    stale = session_module.active_session() if session_module is not None else None
+    if stale is not None:
+        log.warning(
+            "arena-recording: the previous job in this process was stopped; its "
+            "recording in %s ends as interrupted",
+            stale.output_dir,
+        )
+        stale.finish("interrupted", "the job was stopped before it ended (a signal)")
 
 
 def sweep_recorded(sweep_dir: Path) -> bool:
