@@ -295,7 +295,9 @@ class Counts:
 class JobInfo:
     """The job that recorded (a Hydra job's name, number, overrides...); all optional.
 
-    Keys the launcher adds beyond these are kept in ``extra`` and written back as they were.
+    ``argv``, ``module`` (set when the app ran as ``python -m module``) and ``cwd`` say how the
+    app was launched, so ``arena-recording rerun`` can launch it again. Keys the launcher adds
+    beyond these are kept in ``extra`` and written back as they were.
     """
 
     name: str | None = None
@@ -306,6 +308,9 @@ class JobInfo:
     output_dir: str | None = None
     config_name: str | None = None
     choices: dict[str, Any] = field(default_factory=dict)
+    argv: list[str] = field(default_factory=list)
+    module: str | None = None
+    cwd: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -318,8 +323,9 @@ class JobInfo:
         known = {k: v for k, v in data.items() if k in names and v is not None}
         if "num" in known:
             known["num"] = int(known["num"])
-        if "overrides" in known:
-            known["overrides"] = [str(o) for o in known["overrides"]]
+        for name in ("overrides", "argv"):
+            if name in known:
+                known[name] = [str(o) for o in known[name]]
         extra = {k: v for k, v in data.items() if k not in names}
         return cls(**known, extra=extra)
 
@@ -370,7 +376,9 @@ class Manifest:
 
     ``schema_version`` is the version the file was written with (``to_dict`` always writes the
     current layout and version); ``records`` names the records file beside the manifest;
-    ``config`` is the recorder config and ``terms`` each term's description. A running
+    ``config`` is the recorder config and ``terms`` each term's description; ``replay`` says
+    what a replay ran (source, selection, which factors were replayed and which stayed live;
+    ``arena_recording.core.replay``). A running
     writer rewrites it every ``heartbeat_s`` seconds (``updated_at``), so ``status_now`` can
     tell a live run from a killed one; ``segments`` lists each process that wrote the records
     (a resume adds one).
@@ -393,6 +401,7 @@ class Manifest:
     terms: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     counts: Counts = field(default_factory=Counts)
+    replay: dict[str, Any] | None = None
     schema_version: int = SCHEMA_VERSION
     producer: str = PRODUCER
 
@@ -434,6 +443,7 @@ class Manifest:
             "terms": dict(self.terms),
             "config": dict(self.config),
             "counts": self.counts.to_dict(),
+            "replay": self.replay,
         }
 
     @classmethod
@@ -471,6 +481,7 @@ class Manifest:
                 terms=dict(data.get("terms") or {}),
                 config=dict(data.get("config") or {}),
                 counts=Counts.from_dict(data.get("counts") or {}),
+                replay=data.get("replay"),
                 schema_version=version,
             )
         except FormatError as err:

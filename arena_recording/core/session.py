@@ -65,6 +65,7 @@ from arena_recording.core.format import (
     records_name,
 )
 from arena_recording.core.recorder import EpisodeRecorder
+from arena_recording.core.replay import Replay
 from arena_recording.core.sinks import JsonlSink, write_json_atomic
 from arena_recording.core.terms import resolve_term
 from arena_recording.core.variations import VariationBase, observe_variations
@@ -221,6 +222,10 @@ class Session:
         self.terms = [
             resolve_term(name, term) for name, term in self.cfg.terms.items() if term.enabled
         ]
+        self.replay: Replay | None = None
+        if self.cfg.replay is not None and self.cfg.replay.source is not None:
+            self.replay = Replay.load(self.cfg.replay)  # recorded episodes to run again
+            self.terms.append(self.replay.term())
         self.output_dir = Path(output_dir).absolute()
         rank = process_rank()
         self.rank = rank or 0
@@ -507,6 +512,8 @@ class Session:
         """Listen to ``variation`` (done automatically for variations built while active)."""
         if any(v is variation for v in self._variations):
             return
+        if self.replay is not None:
+            self.replay.attach(variation)
         self._variations.append(variation)
         variation.add_sample_listener(self._on_draw)
         if self._recorder is not None:
@@ -545,6 +552,8 @@ class Session:
             self._next_episode_id,
             None if continuation is None else continuation.next_in_env(identity.num_envs),
         )
+        if self.replay is not None:
+            self.replay.bind(identity)  # its rows to env slots; the quota is its budget
         recorder = EpisodeRecorder(
             identity=identity,
             terms=self.terms,
@@ -605,6 +614,7 @@ class Session:
             terms={term.name: _jsonable(term.describe()) for term in self.terms},
             config=_jsonable(self.cfg),
             counts=Counts.from_counter(self.counts()),
+            replay=None if self.replay is None else self.replay.describe(),
         )
 
     def _write_manifest(self, only_running: bool = False) -> None:

@@ -3,6 +3,8 @@
 Listeners live on the variation, not on its sampler, so ``apply_cfg`` can rebuild the sampler
 and keep every subscription. Whoever needs to hear about new variations (a recording session)
 registers with ``observe_variations``; variations built while it is registered report to it.
+A replay sets ``override``: the variation's values then come from recorded episodes instead
+of its sampler, and listeners hear them as draws (``arena_recording.core.replay``).
 
 Example::
 
@@ -24,7 +26,7 @@ from arena_recording.core.config import (
     variation_cfg,
     variation_cfgs,
 )
-from arena_recording.core.sampling import Listener, SamplerBase, build_sampler
+from arena_recording.core.sampling import Draw, Listener, SamplerBase, build_sampler
 
 
 def _is_number(value: Any) -> bool:
@@ -32,6 +34,9 @@ def _is_number(value: Any) -> bool:
 
 
 VariationObserver = Callable[["VariationBase"], None]
+Override = Callable[..., torch.Tensor]
+"""Values that replace a variation's draws: called like ``VariationBase.sample`` (see
+``arena_recording.core.replay``), returns what the sampler would (indices for a choice)."""
 _observers: list[VariationObserver] = []
 
 
@@ -46,6 +51,7 @@ class VariationBase:
 
     def __init__(self, cfg: VariationCfg | Mapping[str, Any]) -> None:
         self._listeners: list[Listener] = []
+        self.override: Override | None = None
         self._apply(cfg)
         for observer in list(_observers):
             observer(self)
@@ -125,6 +131,8 @@ class VariationBase:
             raise ValueError(f"interval variation {self.key!r} needs the step of each draw")
         if self.scope is not Scope.build and env_ids is not None and episode_in_env is None:
             raise ValueError(f"{self.scope} variation {self.key!r} needs episode_in_env")
+        if self.override is not None:
+            return self._overridden(env_ids, episode_in_env, step, device, dtype)
         return self._sampler.sample(
             env_ids,
             seed=seed,
@@ -134,6 +142,24 @@ class VariationBase:
             device=device,
             dtype=dtype,
         )
+
+    def _overridden(
+        self,
+        env_ids: torch.Tensor | None,
+        episode_in_env: torch.Tensor | None,
+        step: torch.Tensor | None,
+        device: torch.device | str | None,
+        dtype: torch.dtype,
+    ) -> torch.Tensor:
+        """The override's values instead of a draw; listeners hear them as a draw."""
+        episodes = None if self.scope is Scope.build else episode_in_env
+        values = self.override(
+            env_ids, episode_in_env=episodes, step=step, device=device, dtype=dtype
+        )
+        draw = Draw(self.key, values, env_ids, self.scope, episodes, 0 if step is None else step)
+        for listener in self._listeners:
+            listener(draw)
+        return values
 
     def schema(self) -> dict[str, Any]:
         """The factor schema that analysis reads instead of guessing from values."""
