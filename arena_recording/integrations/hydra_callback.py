@@ -183,6 +183,10 @@ def job_info(config: DictConfig) -> dict[str, Any]:
         "output_dir": str(hydra.runtime.output_dir),
         "config_name": OmegaConf.select(hydra, "job.config_name", default=None),
         "choices": OmegaConf.to_container(hydra.runtime.choices),
+        # how the app was launched, for ``arena-recording rerun``
+        "argv": list(sys.argv),
+        "module": getattr(sys.modules["__main__"].__spec__, "name", None),
+        "cwd": OmegaConf.select(hydra, "runtime.cwd", default=None),
     }
 
 
