@@ -21,12 +21,20 @@ an app exposes with their override paths (``arena_recording.integrations.hydra_c
     arena-recording analyze multirun/2026-01-01/12-00-00 --json
     arena-recording report outputs/2026-01-01/12-00-00
     arena-recording catalog arena_recording.demo.slide:slide_eval
+
+``rerun`` prints the command that runs selected episodes of a recording again, each with the
+factor values it ran with, under the app and overrides that recorded them
+(``arena_recording.core.replay``); ``--run`` runs it::
+
+    arena-recording rerun outputs/2026-01-01/12-00-00 --where 'success == false'
+    arena-recording rerun outputs/2026-01-01/12-00-00 --episodes 3 17 --run
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -104,6 +112,18 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rerun(args: argparse.Namespace) -> int:
+    from arena_recording.core.replay import rerun_commands
+
+    commands = rerun_commands(args.path, args.where, args.episodes)
+    status = 0
+    for command in commands:
+        print(command, flush=True)
+        if args.execute:
+            status = status or subprocess.run(command.argv, cwd=command.cwd).returncode
+    return status
+
+
 def _catalog(args: argparse.Namespace) -> int:
     from arena_recording.integrations.hydra_catalog import catalog
 
@@ -154,6 +174,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     compact.add_argument("path", help="a run dir, a sweep dir or a records file")
     compact.set_defaults(run=_compact)
+
+    rerun = commands.add_parser(
+        "rerun", help="the command that runs selected episodes again with their factor values"
+    )
+    rerun.add_argument("path", help="a run dir, a sweep dir or a records file (episodes.jsonl)")
+    rerun.add_argument("--where", default=None, help="a pandas query: 'success == false'")
+    rerun.add_argument("--episodes", nargs="+", type=int, default=None, help="episode ids")
+    rerun.add_argument("--run", dest="execute", action="store_true", help="run the command too")
+    rerun.set_defaults(run=_rerun)
 
     catalog = commands.add_parser(
         "catalog", help="the variations and recorder terms an app exposes, with override paths"
