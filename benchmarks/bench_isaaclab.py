@@ -28,8 +28,8 @@ import torch
 from omegaconf import OmegaConf
 
 from arena_recording.core.session import Session
-from arena_recording.demo.slide import CONFIG
 from arena_recording.demo.slide_env import launch, make_env_cfg
+from arena_recording.evaluate import SLIDE_VARIATIONS
 
 NUM_ENVS = 64
 RECORDER = {
@@ -44,7 +44,7 @@ def env_cfg(num_envs: int):
     from arena_recording.integrations.isaaclab_variations import variation_event
 
     cfg = make_env_cfg(num_envs, seed=0)
-    for key, spec in OmegaConf.to_container(OmegaConf.create(CONFIG["variations"])).items():
+    for key, spec in OmegaConf.to_container(OmegaConf.create(SLIDE_VARIATIONS)).items():
         setattr(cfg.events, f"variation_{key}", variation_event(key, **spec))
     return cfg
 

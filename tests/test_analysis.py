@@ -13,7 +13,7 @@ import gymnasium as gym
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import CORE_AND_VARIATIONS, run_demo
+from conftest import CORE_AND_VARIATIONS, read_records, run_demo
 
 from arena_recording.analysis.load import load
 from arena_recording.analysis.outcomes import success_rate, wilson
@@ -23,7 +23,7 @@ from arena_recording.core.session import Session
 from arena_recording.core.variations import build_variations
 from arena_recording.integrations.gym_wrapper import VariationsWrapper
 
-RECORDER = "+recorder=[core,variations]"
+RECORDER = "+recorder=default"
 # every kind of factor; CartPole ignores the attributes it does not know
 FACTORS = {
     "gravity": {"sampler": {"type": "uniform", "low": 5.0, "high": 40.0}},
@@ -82,19 +82,21 @@ def cartpole_sweep(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def slide_run(tmp_path_factory):
-    """512 episodes of the Isaac Lab demo (about a minute on the CPU)."""
+    """512 episodes of the Isaac Lab demo task through the evaluation runner (about a minute on
+    the CPU); its own ranking printout is checked too."""
     pytest.importorskip("isaaclab")
     out = tmp_path_factory.mktemp("slide")
-    run_demo(
-        "arena_recording.demo.slide",
+    printed = run_demo(
+        "arena_recording.evaluate",
         RECORDER,
         f"hydra.run.dir={out}",
         "num_envs=64",
-        "eval.num_episodes=512",
+        "num_episodes=512",
         "seed=0",
         *SLIDE_EXTRA,
         cwd=out,
     )
+    (out / "printed.txt").write_text(printed)
     return out
 
 
@@ -241,6 +243,17 @@ def test_ranking_puts_speed_and_friction_above_mass_and_the_no_effect_factor(sli
     assert "Clear effect on success: speed" in result.summary()
 
 
+def test_runner_prints_the_success_rate_ranking_and_report(slide_run):
+    printed = (slide_run / "printed.txt").read_text().splitlines()
+    assert any(line.startswith("success rate ") and "over 512 episodes" in line for line in printed)
+    header = next(i for i, line in enumerate(printed) if line.startswith("rank  factor"))
+    first, second = (printed[header + k].split()[1] for k in (1, 2))
+    assert {first, second} == {"speed", "friction"}
+    report = next(line for line in printed if line.startswith("report: "))
+    assert Path(report.removeprefix("report: ")).read_text().startswith("<!DOCTYPE html>")
+    assert len(read_records(slide_run / "episodes.jsonl")) == 512
+
+
 def test_ranking_reads_the_manifest_and_leaves_out_what_it_cannot_use(slide_ranking):
     rec, result = slide_ranking
     assert rec.factor("gust").scope == "interval"
@@ -302,7 +315,7 @@ def test_analyze_command_fails_cleanly(tmp_path, capsys):
 
 
 def test_catalog_lists_variations_and_terms_with_override_paths(capsys):
-    assert main(["catalog", "arena_recording.demo.slide:slide_eval"]) == 0
+    assert main(["catalog", "arena_recording.evaluate:evaluate"]) == 0
     out = capsys.readouterr().out
     for line in (
         "variations.speed.sampler.low=0.5",
@@ -311,7 +324,7 @@ def test_catalog_lists_variations_and_terms_with_override_paths(capsys):
         "recorder.terms.core.enabled=true",
         "recorder.terms.variations.enabled=true",
         "recorder.report=false",
-        "'+recorder=[core,variations]'",
+        "+recorder=default or '+recorder=[core,variations]'",
     ):
         assert line in out, line
     assert (

@@ -7,7 +7,7 @@ import json
 import pytest
 from conftest import read_records, run_demo
 
-RECORDER = "+recorder=[core,variations]"
+RECORDER = "+recorder=default"
 
 
 def test_cartpole_demo_records_exactly_num_episodes(tmp_path):
@@ -26,14 +26,15 @@ def test_cartpole_demo_records_exactly_num_episodes(tmp_path):
     assert {r["variations"]["label"] for r in records} <= {"a", "b", "c"}
 
 
-def test_slide_demo_runs_with_overridden_ranges(tmp_path):
+def test_runner_evaluates_the_slide_task_with_overridden_ranges(tmp_path):
     pytest.importorskip("isaaclab")
     out = run_demo(
-        "arena_recording.demo.slide",
+        "arena_recording.evaluate",
         RECORDER,
         f"hydra.run.dir={tmp_path}",
         "num_envs=8",
-        "eval.num_episodes=12",
+        "num_episodes=12",
+        "rank=false",
         "variations.friction.sampler.low=0.5",
         "variations.friction.sampler.high=0.6",
         cwd=tmp_path,
@@ -49,15 +50,16 @@ def test_slide_demo_runs_with_overridden_ranges(tmp_path):
     assert (friction["low"], friction["high"], friction["bounds"]) == ([0.5], [0.6], "hard")
 
 
-def test_slide_demo_sweeps_over_a_friction_range(tmp_path):
+def test_runner_sweeps_over_a_friction_range(tmp_path):
     pytest.importorskip("isaaclab")
     run_demo(
-        "arena_recording.demo.slide",
+        "arena_recording.evaluate",
         "-m",
         RECORDER,
         f"hydra.sweep.dir={tmp_path}",
         "num_envs=4",
-        "eval.num_episodes=8",
+        "num_episodes=8",
+        "rank=false",
         "variations.friction.sampler.high=0.2,0.6",
         cwd=tmp_path,
     )

@@ -6,13 +6,13 @@ group is there) and lists what can be changed from the command line: every varia
 recorder settings. An app is named ``module:config_name`` (the module is imported so that its
 ConfigStore entries exist); a YAML app is named by its config dir and config name::
 
-    arena-recording catalog arena_recording.demo.slide:slide_eval
+    arena-recording catalog arena_recording.evaluate:evaluate
     arena-recording catalog eval --config-dir tests/hydra_apps/conf
-    arena-recording catalog arena_recording.demo.slide:slide_eval variations.speed.sampler.high=6
+    arena-recording catalog arena_recording.evaluate:evaluate variations.speed.sampler.high=6
 
 or, from Python::
 
-    print(catalog("arena_recording.demo.slide:slide_eval").to_text())
+    print(catalog("arena_recording.evaluate:evaluate").to_text())
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ class Catalog:
             lines.append(f"  {e.key}  {e.description}")
             lines.extend(f"      {s.override}" for s in e.settings)
         lines.append(
-            "  replace a sampler: '<key>.sampler={type: normal, mean: 1.0, std: 0.1}' "
+            "  replace a sampler: '~<key>.sampler' '+<key>.sampler={type: normal, mean: 1.0, std: 0.1}' "
             f"(types: {', '.join(SamplerType.__members__)})"
         )
         picks = ",".join(self.options)
@@ -201,13 +201,13 @@ def catalog(
     if module:
         importlib.import_module(module)
     with _hydra(config_dir):
-        # the default option is the others together: each term's source is the option itself
-        options = GlobalHydra.instance().config_loader().get_group_options(GROUP)
-        options = [option for option in options if option != DEFAULT]
-        source = {}
-        for option in options:
-            for name in _with_recorder(config_name, overrides, option)[GROUP].terms:
-                source.setdefault(str(name), option)
+        # a term's source is the option that adds it alone (default and replay add several)
+        options, source = [], {}
+        for option in GlobalHydra.instance().config_loader().get_group_options(GROUP):
+            terms = list(_with_recorder(config_name, overrides, option)[GROUP].terms)
+            if len(terms) == 1:
+                options.append(option)
+                source[str(terms[0])] = option
         cfg = _with_recorder(config_name, overrides, f"[{','.join(options)}]")
     recorder = OmegaConf.to_container(cfg[GROUP], resolve=True)
     settings = [Setting(f"{GROUP}.{k}", v) for k, v in recorder.items() if k != "terms"]
