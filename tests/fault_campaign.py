@@ -25,6 +25,7 @@ Run the campaign (figures for docs/reliability.md)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -251,7 +252,8 @@ def one_run(ctx: Any, out: Path, plan: dict[str, Any], rng: random.Random, figur
                     reported = receive.recv()
                 except EOFError:
                     break
-        os.kill(writer.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # it may have completed already
+            os.kill(writer.pid, signal.SIGKILL)
         writer.join()
         while receive.poll():  # what it reported before it died
             try:

@@ -75,6 +75,9 @@ def _fail(path: str, message: str) -> typing.NoReturn:
     raise ConfigError(path, message)
 
 
+_FLOAT32_MAX = 3.4028234663852886e38
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
@@ -86,6 +89,8 @@ def _components(path: str, value: Any) -> list[float]:
         _fail(path, f"{value!r} must be a number or a non-empty list of numbers")
     if not all(math.isfinite(v) for v in items):
         _fail(path, f"{value!r} must be finite")
+    if any(abs(v) > _FLOAT32_MAX for v in items):  # draws may be float32 (Isaac Lab, GPU)
+        _fail(path, f"{value!r} is beyond float32's range (+/-{_FLOAT32_MAX:.7g})")
     return [float(v) for v in items]
 
 
