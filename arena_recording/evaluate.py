@@ -104,8 +104,11 @@ def _fired(env: Any, name: str, terminated: torch.Tensor, truncated: torch.Tenso
 
 
 def _quota(identity: EpisodeIdentity, num_episodes: int) -> torch.Tensor:
-    """Episodes per env; the recorder writes exactly these (``EpisodeIdentity.set_quota``)."""
-    identity.set_quota(num_episodes)
+    """Episodes per env; the recorder writes exactly these (``EpisodeIdentity.set_quota``).
+    A replay (``+recorder=replay``) set its own when the env was built: one per selected row."""
+    session = active_session()
+    if session is None or session.replay is None:
+        identity.set_quota(num_episodes)
     return identity.quota
 
 
@@ -145,7 +148,7 @@ def evaluate(cfg: DictConfig) -> Tally:
             device=cfg.device,
             seed=cfg.seed,
         )
-        tally = Tally(cfg.num_episodes, success=bool(success))
+        tally = Tally(int(quota.sum()), success=bool(success))
         finished = torch.zeros_like(quota)
         while bool((finished < quota).any()):
             counted = finished < quota
