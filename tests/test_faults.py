@@ -457,3 +457,110 @@ def test_the_heartbeat_keeps_a_live_writer_running_and_a_dead_one_crashed(tmp_pa
     assert status_now(done, silent + timedelta(days=1)) == "empty"
     legacy = json.loads((tmp_path / "manifest.json").read_text())
     assert legacy["heartbeat_s"] == 0.05
+
+
+# no side effects outside our scope; seeds -----------------------------------------------------
+
+
+def test_manifest_writes_read_the_umask_once_and_never_set_it(tmp_path, monkeypatch):
+    from arena_recording.core import sinks
+
+    sinks._umask.cache_clear()
+    calls = []
+    real = os.umask
+    monkeypatch.setattr(os, "umask", lambda mask: calls.append(mask) or real(mask))
+    for i in range(3):
+        sinks.write_json_atomic(tmp_path / "manifest.json", {"i": i})
+    assert len(calls) <= 2  # Linux reads it from /proc: no call at all
+    mask = real(0o022)
+    real(mask)
+    assert (tmp_path / "manifest.json").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_the_live_callback_count_drops_when_a_callback_is_gone():
+    """A reused launcher worker must not count the callback of a job it ran before."""
+    import pickle
+
+    from omegaconf import OmegaConf
+
+    from arena_recording.integrations import hydra_callback
+
+    root = OmegaConf.create({"hydra": {"runtime": {"output_dir": "/job"}}})
+    callback = pickle.loads(pickle.dumps(hydra_callback.RecorderCallback()))  # as a worker gets it
+    assert hydra_callback._require_callback(_root_=root) == "1"
+    del callback
+    with pytest.raises(RuntimeError, match="no recorder callback runs"):
+        hydra_callback._require_callback(_root_=root)
+
+
+def test_sweep_tables_are_written_only_for_sweeps_that_recorded(tmp_path, recorder_cfg):
+    from omegaconf import OmegaConf
+
+    from arena_recording.integrations.hydra_callback import RecorderCallback, sweep_recorded
+
+    (tmp_path / "0").mkdir()
+    (tmp_path / "0" / "manifest.json").write_text(json.dumps({"name": "another tool"}))
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
+    RecorderCallback().on_multirun_end(config)
+    assert not sweep_recorded(tmp_path)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["0", "manifest.json"]
+    with Session(recorder_cfg, tmp_path / "1"):
+        env = cartpole()
+        env.reset()
+        for _ in range(40):
+            env.step(np.ones(4, dtype=np.int64))
+        env.close()
+    assert sweep_recorded(tmp_path)
+
+
+def gravity_values(out: Path, *, seed: int | None, reset_seed: int | None) -> tuple[list, dict]:
+    with Session({**CORE, "resume": True}, out) as session:
+        env = cartpole(seed=seed) if seed is not None else cartpole_unseeded()
+        env.reset(seed=reset_seed)
+        for _ in range(60):
+            env.step(np.ones(4, dtype=np.int64))
+        env.close()
+        derived = session.derived_seed
+    records = whole(out)
+    return [(r["env_id"], r["episode_in_env"], r["variations"]["gravity"]) for r in records], {
+        "derived": derived,
+        "recorded": {r["seed"] for r in records},
+        "manifest": [env.seed for env in read_manifest(out / "manifest.json").envs],
+    }
+
+
+CORE = {
+    "terms": {
+        "core": {"func": "arena_recording.core.terms:core"},
+        "variations": {"func": "arena_recording.core.terms:variations"},
+    }
+}
+
+
+def cartpole_unseeded() -> VariationsWrapper:
+    return VariationsWrapper(
+        gym.make_vec("CartPole-v1", 4, vectorization_mode="sync"), build_variations(GRAVITY)
+    )
+
+
+def test_reset_seed_is_honoured_when_no_seed_is_given(tmp_path):
+    from_reset, seeds = gravity_values(tmp_path / "a", seed=None, reset_seed=5)
+    from_constructor, _ = gravity_values(tmp_path / "b", seed=5, reset_seed=None)
+    other, _ = gravity_values(tmp_path / "c", seed=None, reset_seed=6)
+    by_episode = [
+        {(env, ep): v for env, ep, v in run} for run in (from_reset, from_constructor, other)
+    ]
+    common = by_episode[0].keys() & by_episode[1].keys() & by_episode[2].keys()
+    assert len(common) >= 4
+    assert all(by_episode[0][k] == by_episode[1][k] != by_episode[2][k] for k in common)
+    assert seeds["recorded"] == {5} and seeds["manifest"] == [5]
+
+
+def test_a_missing_seed_is_derived_from_the_run_id_and_kept_by_a_resume(tmp_path):
+    first, seeds = gravity_values(tmp_path, seed=None, reset_seed=None)
+    assert seeds["recorded"] == {seeds["derived"]} and seeds["manifest"] == [seeds["derived"]]
+    both, again = gravity_values(tmp_path, seed=None, reset_seed=None)  # resumed: same run id
+    assert again["derived"] == seeds["derived"] and again["manifest"] == [seeds["derived"]] * 2
+    assert both[: len(first)] == first and len(both) > len(first)
+    other, _ = gravity_values(tmp_path / "other", seed=None, reset_seed=None)
+    assert [v for *_, v in other[:4]] != [v for *_, v in first[:4]]  # another run, another seed
