@@ -164,3 +164,15 @@ def test_a_flush_larger_than_an_encoding_chunk_writes_every_record_once(tmp_path
     assert [r["seq"] for r in records] == list(range(2560))
     assert [r["length"] for r in records[::64]] == list(range(1, 41))
     assert all(r["episode_in_env"] == i // 64 for i, r in enumerate(records))
+
+
+def test_undrawn_rows_are_null_and_counted(tmp_path):
+    identity, recorder, mass, sink = make_recorder(tmp_path, 60.0)
+    half = torch.arange(32)
+    mass.sample(half, seed=0, episode_in_env=identity.episode_in_env[half])  # half the envs
+    reset(identity, recorder, mass, torch.arange(64), torch.full((64,), 5))
+    recorder.finish()
+    sink.close()
+    records = [json.loads(line) for line in (tmp_path / "episodes.jsonl").read_text().splitlines()]
+    assert [r["variations"]["mass"] is None for r in records] == [False] * 32 + [True] * 32
+    assert recorder.counts["undrawn:mass"] == 32 and recorder.counts["episodes"] == 64

@@ -131,7 +131,9 @@ class _Factor:
         values = None if self.values is None else self.values[env]
         return values, drawn, count
 
-    def column(self, values: Any, drawn: np.ndarray) -> Any:
+    def column(self, values: Any, drawn: np.ndarray, encoded: bool = False) -> Any:
+        """The values of the rows, ``None`` where not drawn (``encoded``: as JSON texts, which
+        keeps a partly drawn numeric column on the fast path)."""
         if self.scope is Scope.interval:
             return values
         if values is None:
@@ -140,6 +142,11 @@ class _Factor:
             values = self.labels[values]
         if drawn.all():
             return values
+        if encoded:
+            texts = encode_column(values, len(values), f"variations.{self.key}")
+            for i in np.flatnonzero(~drawn).tolist():
+                texts[i] = b"null"
+            return texts
         return [v if d else None for v, d in zip(values.tolist(), drawn.tolist(), strict=True)]
 
 
@@ -538,7 +545,7 @@ class EpisodeRecorder:
             self._counts["resets_without_steps"] += resets_without_steps
         if n == 0:
             return
-        batch = self._host_batch(closes, cat, env, ids, length, index)
+        batch, undrawn = self._host_batch(closes, cat, env, ids, length, index)
         lines: dict[str, Any] = {
             "schema_version": SCHEMA_VERSION,
             "run_id": self.run_id,
@@ -565,9 +572,13 @@ class EpisodeRecorder:
             blocks.append(encode_lines(_rows(lines, rows), rows.stop - rows.start))
             time.sleep(0)  # let the stepping thread have the interpreter
         self.sink.write(b"".join(blocks), n)
-        self._count(batch)
+        self._count(batch, undrawn)
 
-    def _host_batch(self, closes, cat, env, ids, length, index) -> EpisodeBatch:
+    def _host_batch(
+        self, closes, cat, env, ids, length, index
+    ) -> tuple[EpisodeBatch, dict[str, int]]:
+        """The kept rows as the flush-time terms see them, and how many rows each factor left
+        undrawn."""
         termination = np.concatenate(
             [event.names[fields["termination"]] for event, fields, _ in closes]
         )
@@ -581,7 +592,7 @@ class EpisodeRecorder:
             ]
             success = [v for part in known for v in part]
             success = [success[i] for i in index.tolist()]
-        variations = {}
+        variations, undrawn = {}, {}
         for key, factor in self._factors.items():
             parts = [factors[key] for _, _, factors in closes]
             drawn = np.concatenate([p[1] for p in parts])[index]
@@ -590,9 +601,10 @@ class EpisodeRecorder:
                 values = [values[i] for i in index.tolist()]
             else:
                 values = _stack([p[0] for p in parts], [len(p[1]) for p in parts], index)
-            variations[key] = factor.column(values, drawn)
+            variations[key] = factor.column(values, drawn, encoded=True)
+            undrawn[key] = len(drawn) if values is None else int((~drawn).sum())
         end_time = np.concatenate([np.full(event.rows, event.time) for event, _, _ in closes])
-        return EpisodeBatch(
+        batch = EpisodeBatch(
             env_ids=torch.from_numpy(env[index]),
             episode_id=torch.from_numpy(ids[index, 1]),
             episode_in_env=torch.from_numpy(ids[index, 0]),
@@ -607,6 +619,7 @@ class EpisodeRecorder:
             variations=variations,
             env=self.env,
         )
+        return batch, undrawn
 
     def _custom_columns(self, term: Term, closes, index: np.ndarray) -> dict:
         """The term's columns over the kept rows: buffered tensors and pre-encoded values."""
@@ -636,7 +649,7 @@ class EpisodeRecorder:
             out[path] = Encoded(texts[i] for i in index.tolist())
         return out
 
-    def _count(self, batch: EpisodeBatch) -> None:
+    def _count(self, batch: EpisodeBatch, undrawn: dict[str, int]) -> None:
         terminated = batch.terminated.numpy()
         truncated = batch.truncated.numpy() & ~terminated
         n = len(batch)
@@ -650,11 +663,9 @@ class EpisodeRecorder:
             counts["success"] = int(batch.success.sum())
         elif batch.success is not None:
             counts["success"] = sum(v is True for v in batch.success)
-        for key, column in batch.variations.items():
-            if column is None:
-                counts[f"undrawn:{key}"] = n
-            elif isinstance(column, list) and None in column:
-                counts[f"undrawn:{key}"] = column.count(None)
+        for key, rows in undrawn.items():
+            if rows:
+                counts[f"undrawn:{key}"] = rows
         with self._counts_lock:
             self._counts.update(counts)
 
