@@ -8,10 +8,8 @@ source did.
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ import gymnasium as gym
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import run_demo
 from omegaconf import OmegaConf
 
 from arena_recording.analysis.load import load
@@ -31,7 +30,6 @@ from arena_recording.demo.cartpole import CONFIG, policy
 from arena_recording.errors import ConfigError
 from arena_recording.integrations.gym_wrapper import VariationsWrapper
 
-REPO = Path(__file__).resolve().parents[1]
 FACTORS = ["gravity", "force_mag", "tau", "label", "init_state"]
 OUTCOME = ["success", "length", "termination", "status"]
 
@@ -238,26 +236,25 @@ def test_build_scope_values_are_restored_once_per_env(tmp_path: Path) -> None:
         run(tmp_path / "few", 3, replay=replay, variation_specs=build)
 
 
-def _cartpole(cwd: Path, *overrides: str) -> None:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    command = [sys.executable, "-m", "arena_recording.demo.cartpole", *overrides]
-    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-
-
 def test_rerun_prints_a_command_that_replays_the_failures(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A Hydra app: +recorder=replay, and the command ``rerun`` prints runs as printed."""
     source = tmp_path / "source"
-    _cartpole(tmp_path, "+recorder=default", f"hydra.run.dir={source}", "num_envs=8", "seed=3")
+    run_demo(
+        "arena_recording.demo.cartpole",
+        "+recorder=default",
+        f"hydra.run.dir={source}",
+        "num_envs=8",
+        "seed=3",
+        cwd=tmp_path,
+    )
     assert cli(["rerun", str(source), "--where", "success == false"]) == 0
     (line,) = capsys.readouterr().out.splitlines()
     assert "+recorder=replay" in line and "num_envs=8" in line and "seed=3" in line
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
     replay_dir = tmp_path / "replay"
     command = f"{line} {shlex.quote(f'hydra.run.dir={replay_dir}')} num_envs=5"
-    done = subprocess.run(["bash", "-c", command], env=env, capture_output=True, text=True)
+    done = subprocess.run(["bash", "-c", command], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
 
     frame, replayed = load(source).episodes, load(replay_dir).episodes
@@ -269,3 +266,35 @@ def test_rerun_prints_a_command_that_replays_the_failures(
     manifest = json.loads((replay_dir / "manifest.json").read_text())
     assert manifest["replay"]["where"] == "success == false"
     assert manifest["job"]["module"] == "arena_recording.demo.cartpole"
+
+
+def test_isaaclab_runner_replays_failing_slide_episodes_on_fewer_envs(tmp_path: Path) -> None:
+    """Isaac Lab: the variations' event terms take the source's values; the slide task has no
+    other randomness, so outcomes are identical too."""
+    pytest.importorskip("isaaclab")
+    source, replay_dir = tmp_path / "source", tmp_path / "replay"
+    common = ("rank=false", "num_episodes=16")
+    run_demo(
+        "arena_recording.evaluate",
+        "+recorder=default",
+        f"hydra.run.dir={source}",
+        "num_envs=4",
+        *common,
+        cwd=tmp_path,
+    )
+    run_demo(
+        "arena_recording.evaluate",
+        "+recorder=replay",
+        f"recorder.replay.source={source}",
+        "recorder.replay.where='success == false'",
+        f"hydra.run.dir={replay_dir}",
+        "num_envs=3",
+        *common,
+        cwd=tmp_path,
+    )
+    frame, replayed = load(source).episodes, load(replay_dir).episodes
+    failed = frame[~frame["success"].astype(bool)]
+    assert len(failed) and sorted(replayed["replay_of.episode_id"]) == sorted(failed["episode_id"])
+    original = sources(replayed, frame)
+    for column in [*factor_columns(frame), *OUTCOME]:
+        assert replayed[column].tolist() == original[column].tolist(), column
