@@ -180,7 +180,7 @@ def check_after_kill(out: Path, reported: int, figures: Figures) -> None:
         else:
             figures.problems.append(f"{out}: a killed writer's manifest is not reported crashed")
     else:
-        figures.phase(f"after finish ({manifest.status})")
+        figures.phase(f"while finishing (manifest {manifest.status})")
 
 
 def check_final(out: Path, plan: dict[str, Any], writers: int, figures: Figures) -> None:
@@ -261,8 +261,10 @@ def one_run(ctx: Any, out: Path, plan: dict[str, Any], rng: random.Random, figur
             except EOFError:
                 break
         receive.close()
-        if writer.exitcode == -signal.SIGKILL:
-            figures.kills += 1
+        if writer.exitcode != -signal.SIGKILL:
+            figures.phase(f"none: the writer had ended (exit code {writer.exitcode})")
+            continue
+        figures.kills += 1
         check_after_kill(out, reported, figures)
     writer = ctx.Process(target=record, args=(str(out), plan))
     writer.start()
@@ -286,11 +288,11 @@ def campaign(runs: int, seed: int, root: Path | None = None) -> Figures:
         for run in range(runs):
             plan = {
                 "num_envs": rng.choice([1, 3, 8, 16]),
-                "num_episodes": rng.choice([40, 120, 300]),
+                "num_episodes": rng.choice([100, 400, 1500]),
                 "flush_every_s": rng.choice([0.0, 0.05, 0.5]),
                 "seed": rng.randrange(2**31),
                 "kills": rng.choice([1, 1, 2, 3]),
-                "kill_within_s": 1.5,
+                "kill_within_s": 2.0,
             }
             one_run(ctx, Path(tmp) / str(run), plan, rng, figures)
             figures.runs += 1
