@@ -69,7 +69,7 @@ def evaluate(cfg: DictConfig) -> Tally:
         num_episodes=cfg.eval.num_episodes,
     )
     obs, _ = env.reset(seed=cfg.seed)
-    tally = Tally(cfg.eval.num_episodes)
+    tally = Tally(int(env.identity.quota.sum()))  # a replay sets its own budget
     while not env.identity.quota_met():
         counted = env.identity.in_quota().numpy()
         obs, _, terminated, truncated, _ = env.step(policy(obs, cfg.policy))
