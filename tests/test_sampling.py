@@ -17,7 +17,7 @@ from arena_recording.core.config import (
     sampler_cfg,
     variation_cfg,
 )
-from arena_recording.core.sampling import Draw, build_sampler
+from arena_recording.core.sampling import Draw, build_sampler, counter_uniforms, stable_hash
 from arena_recording.core.variations import VariationBase, build_variations, observe_variations
 from arena_recording.errors import ConfigError
 
@@ -197,3 +197,68 @@ def test_observers_see_variations_built_while_registered():
     stop()
     VariationBase(VariationCfg(key="b", sampler=ConstantCfg(value=1.0)))
     assert seen == ["a"]
+
+
+EVERY_TYPE = [
+    UniformCfg(low=[0.0, -1.0, 5.0], high=[1.0, 1.0, 6.0]),
+    LogUniformCfg(low=0.01, high=100.0),
+    NormalCfg(mean=0.6, std=0.15, low=0.2, high=1.0),
+    NormalCfg(mean=-2.0, std=3.0),
+    ChoiceCfg(choices=["wood", "metal", "plastic"], weights=[0.2, 0.5, 0.3]),
+    BernoulliCfg(p=0.3),
+    ConstantCfg(value=[1.5, -2.0]),
+]
+
+
+def _expected(cfg: SamplerCfg, u: torch.Tensor) -> torch.Tensor:
+    """Each sampler's documented mapping of uniforms to values, written out independently."""
+    f64 = torch.float64
+    if isinstance(cfg, LogUniformCfg):
+        lo, hi = torch.tensor(cfg.low, dtype=f64).log(), torch.tensor(cfg.high, dtype=f64).log()
+        return (lo + u * (hi - lo)).exp()
+    if isinstance(cfg, UniformCfg):
+        lo, hi = torch.tensor(cfg.low, dtype=f64), torch.tensor(cfg.high, dtype=f64)
+        return lo + u * (hi - lo)
+    if isinstance(cfg, NormalCfg):
+        mean, std = torch.tensor(cfg.mean, dtype=f64), torch.tensor(cfg.std, dtype=f64)
+        lo = torch.tensor(float("-inf") if cfg.low is None else cfg.low, dtype=f64)
+        hi = torch.tensor(float("inf") if cfg.high is None else cfg.high, dtype=f64)
+        p_lo, p_hi = torch.special.ndtr((lo - mean) / std), torch.special.ndtr((hi - mean) / std)
+        return mean + std * torch.special.ndtri(p_lo + u * (p_hi - p_lo))
+    if isinstance(cfg, ChoiceCfg):
+        cumulative = torch.tensor(cfg.weights, dtype=f64).cumsum(0)
+        cumulative = cumulative / cumulative[-1]
+        return (u[..., None] >= cumulative[:-1]).sum(-1)
+    if isinstance(cfg, BernoulliCfg):
+        return u < cfg.p
+    return torch.tensor(cfg.value, dtype=f64).expand(u.shape)
+
+
+@pytest.mark.parametrize("cfg", EVERY_TYPE, ids=lambda c: type(c).__name__)
+def test_values_are_the_mapping_of_the_counter_uniforms_at_every_draw(cfg):
+    sampler = build_sampler(cfg, "k")
+    ids, episodes = torch.arange(500), torch.arange(500) % 7
+    u = counter_uniforms(3, stable_hash("k"), ids, episodes, 0, cfg.shape)
+    for _ in range(2):  # the second draw uses the bounds cached at the first
+        got = sampler.sample(ids, seed=3, episode_in_env=episodes, dtype=torch.float64)
+        torch.testing.assert_close(got, _expected(cfg, u), rtol=0, atol=1e-12)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("cfg", EVERY_TYPE, ids=lambda c: type(c).__name__)
+def test_cuda_draws_have_no_host_synchronization_and_the_cpu_values(cfg):
+    sampler = build_sampler(cfg, "k")
+    ids, episodes = torch.arange(4096), torch.arange(4096) % 5
+    on_cpu = sampler.sample(ids, seed=3, episode_in_env=episodes, dtype=torch.float64)
+    cuda_ids, cuda_episodes = ids.cuda(), episodes.cuda()
+    sampler.sample(cuda_ids, seed=3, episode_in_env=cuda_episodes)  # first use: bounds copied
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(3):
+            got = sampler.sample(
+                cuda_ids, seed=3, episode_in_env=cuda_episodes, dtype=torch.float64
+            )
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    torch.testing.assert_close(got.cpu(), on_cpu, rtol=0, atol=1e-12)

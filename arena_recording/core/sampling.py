@@ -131,6 +131,29 @@ def _as_tensor(value: Any) -> torch.Tensor:
     return torch.as_tensor(value, dtype=torch.float64)
 
 
+class _OnDevice:
+    """A transform's constant tensors, copied to each device once, at its first draw there.
+
+    A per-draw ``.to(device)`` of a host tensor is a pageable host-to-device copy, which waits
+    for the device's queue: cached, a draw has no host synchronization.
+
+    Example::
+
+        bounds = _OnDevice(lo, span)
+        lo_d, span_d = bounds.on(u.device)
+    """
+
+    def __init__(self, *tensors: torch.Tensor) -> None:
+        self._cpu = tensors
+        self._cache: dict[torch.device, tuple[torch.Tensor, ...]] = {}
+
+    def on(self, device: torch.device) -> tuple[torch.Tensor, ...]:
+        cached = self._cache.get(device)
+        if cached is None:
+            cached = self._cache[device] = tuple(t.to(device) for t in self._cpu)
+        return cached
+
+
 class _TransformSampler(SamplerBase):
     """A sampler whose values are ``transform(u)``; ``build_sampler`` supplies the transform."""
 
@@ -150,13 +173,24 @@ Transform = Callable[[torch.Tensor], torch.Tensor]
 
 def _uniform(cfg: SamplerCfg) -> Transform:
     lo, hi = _as_tensor(cfg.low), _as_tensor(cfg.high)
-    return lambda u: lo.to(u.device) + u * (hi - lo).to(u.device)
+    bounds = _OnDevice(lo, hi - lo)
+
+    def transform(u: torch.Tensor) -> torch.Tensor:
+        low, span = bounds.on(u.device)
+        return low + u * span
+
+    return transform
 
 
 def _log_uniform(cfg: SamplerCfg) -> Transform:
     log_lo = _as_tensor(cfg.low).log()
-    log_span = _as_tensor(cfg.high).log() - log_lo
-    return lambda u: (log_lo.to(u.device) + u * log_span.to(u.device)).exp()
+    bounds = _OnDevice(log_lo, _as_tensor(cfg.high).log() - log_lo)
+
+    def transform(u: torch.Tensor) -> torch.Tensor:
+        low, span = bounds.on(u.device)
+        return (low + u * span).exp()
+
+    return transform
 
 
 def _normal(cfg: SamplerCfg) -> Transform:
@@ -165,11 +199,11 @@ def _normal(cfg: SamplerCfg) -> Transform:
     lo = _as_tensor(-math.inf if cfg.low is None else cfg.low)
     hi = _as_tensor(math.inf if cfg.high is None else cfg.high)
     p_lo, p_hi = torch.special.ndtr((lo - mean) / std), torch.special.ndtr((hi - mean) / std)
+    params = _OnDevice(p_lo, p_hi - p_lo, mean, std)
 
     def transform(u: torch.Tensor) -> torch.Tensor:
-        d = u.device
-        z = torch.special.ndtri(p_lo.to(d) + u * (p_hi - p_lo).to(d))
-        return mean.to(d) + std.to(d) * z
+        p_low, p_span, mu, sigma = params.on(u.device)
+        return mu + sigma * torch.special.ndtri(p_low + u * p_span)
 
     return transform
 
@@ -180,7 +214,13 @@ def _choice(cfg: SamplerCfg) -> Transform:
     cumulative = weights.cumsum(0) / weights.sum()
     cumulative[-1] = 1.0
     last = len(cumulative) - 1
-    return lambda u: torch.searchsorted(cumulative.to(u.device), u, right=True).clamp_max(last)
+    table = _OnDevice(cumulative)
+
+    def transform(u: torch.Tensor) -> torch.Tensor:
+        (edges,) = table.on(u.device)
+        return torch.searchsorted(edges, u, right=True).clamp_max(last)
+
+    return transform
 
 
 def _bernoulli(cfg: SamplerCfg) -> Transform:
@@ -188,8 +228,8 @@ def _bernoulli(cfg: SamplerCfg) -> Transform:
 
 
 def _constant(cfg: SamplerCfg) -> Transform:
-    value = _as_tensor(cfg.value)
-    return lambda u: value.to(u.device).expand(u.shape)
+    value = _OnDevice(_as_tensor(cfg.value))
+    return lambda u: value.on(u.device)[0].expand(u.shape)
 
 
 _TRANSFORMS: dict[SamplerType, Callable[[SamplerCfg], Transform]] = {
