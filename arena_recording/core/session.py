@@ -1,7 +1,8 @@
 """The recording session: the unit that owns terms, the records file, the manifest, listeners.
 
-A session is opt-in. While one is active, every variation built in the process reports its
-draws to it and env adapters bind to it; with none active, adapters do nothing. The Hydra
+A session is opt-in. While one is active, env adapters bind their envs to it, each with the
+variations that env draws: only the recorder of that env hears their draws (a variation no
+recording env was given is not recorded). With none active, adapters do nothing. The Hydra
 callback drives a session per job; a plain script uses a ``with`` block.
 
 What a session promises, whatever happens to the process:
@@ -68,7 +69,7 @@ from arena_recording.core.recorder import EpisodeRecorder
 from arena_recording.core.replay import Replay
 from arena_recording.core.sinks import JsonlSink, write_json_atomic
 from arena_recording.core.terms import resolve_term
-from arena_recording.core.variations import VariationBase, observe_variations
+from arena_recording.core.variations import VariationBase, unique_keys
 from arena_recording.errors import ArenaRecordingError, ConfigError
 
 log = logging.getLogger(__name__)
@@ -291,7 +292,7 @@ class Session:
         self._started_at = self._started_at or segment.started_at
         self.status = "running"
         try:
-            json.dumps(self.manifest().to_dict(), allow_nan=False)  # every term describes itself
+            self.manifest().to_dict()  # every term describes itself before a file exists
             self._check_writable()
             sink = JsonlSink(self.records_path, fsync=self.cfg.fsync, new=not self._resuming)
         except BaseException:
@@ -313,7 +314,6 @@ class Session:
             if not self._resuming:
                 self.records_path.unlink(missing_ok=True)  # ours and empty: a retry starts clean
             raise
-        self._unobserve = observe_variations(self.attach)
         _active = self
         atexit.register(self._at_exit)
         self._install_sigterm()
@@ -438,9 +438,6 @@ class Session:
     def _deactivate(self) -> None:
         global _active
         self._stop_heartbeat()
-        self._unobserve()
-        for variation in self._variations:
-            variation.remove_sample_listener(self._on_draw)
         if _active is self:
             _active = None
         atexit.unregister(self._at_exit)
@@ -508,22 +505,30 @@ class Session:
 
     # variations and envs ---------------------------------------------------------------------
 
-    def attach(self, variation: VariationBase) -> None:
-        """Listen to ``variation`` (done automatically for variations built while active)."""
-        if any(v is variation for v in self._variations):
-            return
+    def attach(self, variation: VariationBase, recorder: EpisodeRecorder) -> None:
+        """Bind ``variation`` to the env ``recorder`` records, for one built after the env was
+        bound: its draws are recorded with that env's episodes, and no other env's.
+
+        Example::
+
+            recorder = session.bind(identity, seed=0, variations=variations)
+            session.attach(late_variation, recorder)
+        """
+        if recorder is not self._recorder:
+            raise RuntimeError("this recorder does not record in this session (unbound?)")
+        self._describe(variation)
+        recorder.track(variation)
+
+    def _describe(self, variation: VariationBase) -> None:
+        """The manifest describes ``variation`` (once per key and schema); a replay sets its
+        values."""
         if self.replay is not None:
             self.replay.attach(variation)
-        self._variations.append(variation)
-        variation.add_sample_listener(self._on_draw)
-        if self._recorder is not None:
-            self._recorder.track(variation)
-
-    def _on_draw(self, draw: Any) -> None:
-        if self._recorder is not None:
-            self._recorder.on_draw(draw)
-        else:
-            self._counts["draws_without_env"] += 1
+        if not any(
+            v is variation or (v.key == variation.key and v.schema() == variation.schema())
+            for v in self._variations
+        ):
+            self._variations.append(variation)
 
     def bind(
         self,
@@ -534,7 +539,10 @@ class Session:
         termination_names: Sequence[str] = (),
         variations: Sequence[VariationBase] = (),
     ) -> EpisodeRecorder:
-        """Start recording the episodes of one env; one env is bound at a time.
+        """Start recording the episodes of one env with its ``variations``; one env is bound at
+        a time. The recorder hears the draws of ``variations`` only (and of those ``attach``
+        adds): a variation of another env is never attributed to this one. Keys are unique
+        within the env (a ``ConfigError`` naming the key).
 
         ``identity`` must be fresh: its episodes are numbered after those already recorded
         (``episode_id`` always; each env's ``episode_in_env`` on the first bind of a resume).
@@ -545,8 +553,9 @@ class Session:
             raise RuntimeError(f"session is {self.status}, not running")
         if self._recorder is not None:
             raise RuntimeError("another env is already recording in this session; close it first")
+        unique_keys(variations)
         for variation in variations:
-            self.attach(variation)
+            self._describe(variation)
         continuation, self._continuation = self._continuation, None
         identity.continue_after(
             self._next_episode_id,
@@ -565,7 +574,7 @@ class Session:
             termination_names=termination_names,
             flush_every_s=self.cfg.flush_every_s,
         )
-        for variation in self._variations:
+        for variation in variations:
             recorder.track(variation)
         self._recorder = recorder
         self._envs.append(EnvInfo(identity.num_envs, str(identity.device), seed))
@@ -579,6 +588,7 @@ class Session:
             try:
                 recorder.finish()
             finally:
+                recorder.untrack()
                 with self._manifest_lock:
                     self._counts.update(recorder.counts)
                     self._recorder = None
