@@ -141,7 +141,7 @@ class Harness:
 
     def __init__(self, num_envs: int, output_dir: Path, device: str = "cpu") -> None:
         self.session = Session(recorder_cfg(), output_dir).start()
-        self.variations = build_variations(FACTORS)  # built while active: attached
+        self.variations = build_variations(FACTORS)
         self.identity = EpisodeIdentity(num_envs, device)
         self.device = device
         self.recorder: EpisodeRecorder = self.session.bind(
@@ -149,6 +149,7 @@ class Harness:
             seed=SEED,
             env=SyntheticEnv(num_envs, device),
             termination_names=TERMINATIONS,
+            variations=self.variations,
         )
         self.episodic = [v for v in self.variations if v.scope is Scope.episode]
         for variation in self.variations:

@@ -65,7 +65,6 @@ def make_recorder(tmp_path, flush_every_s: float, capacity_bytes: int | None = N
         capacity_bytes=capacity_bytes,
     )
     (mass,) = build_variations({"mass": {"sampler": {"type": "uniform", "low": 1, "high": 2}}})
-    mass.add_sample_listener(recorder.on_draw)
     recorder.track(mass)
     return identity, recorder, mass, sink
 

@@ -30,7 +30,9 @@ class Adapter:
     def __init__(self, session, variations, num_envs=4, num_episodes=None):
         self.identity = EpisodeIdentity(num_envs, num_episodes=num_episodes)
         self.variations = variations
-        self.recorder = session.bind(self.identity, seed=SEED, termination_names=("goal", "fall"))
+        self.recorder = session.bind(
+            self.identity, seed=SEED, termination_names=("goal", "fall"), variations=variations
+        )
         self.lengths = torch.zeros(num_envs, dtype=torch.long)
         for v in variations:
             if v.scope == "build":

@@ -18,7 +18,7 @@ from arena_recording.core.config import (
     variation_cfg,
 )
 from arena_recording.core.sampling import Draw, build_sampler, counter_uniforms, stable_hash
-from arena_recording.core.variations import VariationBase, build_variations, observe_variations
+from arena_recording.core.variations import VariationBase, build_variations
 from arena_recording.errors import ConfigError
 
 N = 20_000
@@ -188,15 +188,6 @@ def test_apply_cfg_keeps_listeners_and_remove_stops_them():
     variation.remove_sample_listener(heard.append)
     variation.sample(ids, seed=0, episode_in_env=episodes)
     assert len(heard) == 2
-
-
-def test_observers_see_variations_built_while_registered():
-    seen: list[str] = []
-    stop = observe_variations(lambda v: seen.append(v.key))
-    VariationBase(VariationCfg(key="a", sampler=ConstantCfg(value=1.0)))
-    stop()
-    VariationBase(VariationCfg(key="b", sampler=ConstantCfg(value=1.0)))
-    assert seen == ["a"]
 
 
 EVERY_TYPE = [

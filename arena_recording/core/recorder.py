@@ -51,7 +51,7 @@ from arena_recording.core.format import IDENTITY_FIELDS, SCHEMA_VERSION
 from arena_recording.core.sampling import Draw, Scope
 from arena_recording.core.sinks import FlushThread
 from arena_recording.core.terms import EpisodeBatch, Term
-from arena_recording.core.variations import VariationBase
+from arena_recording.core.variations import VariationBase, unique_keys
 
 if TYPE_CHECKING:
     from arena_recording.core.sinks import JsonlSink
@@ -84,6 +84,7 @@ class _Draw:
     rows: int
     build: bool  # one value for every env (``env_ids`` was None)
     step: int | None  # the draw index when it was a plain int (else a buffered column)
+    checked: bool = False  # its episodes were compared with the identity (a buffered column)
 
 
 @dataclass
@@ -278,20 +279,38 @@ class EpisodeRecorder:
         self.termination_names = np.array([*names, None], dtype=object)
 
     def track(self, variation: VariationBase) -> None:
-        """Record ``variation``'s draws from now on (enabled variations only)."""
-        if variation.enabled and variation.key not in self._tracked:
+        """Record ``variation``'s draws with this env's episodes from now on: the recorder
+        listens to it until ``untrack``. A disabled variation is not recorded but keeps its
+        key: two variations of one env with one key are a ``ConfigError`` naming it."""
+        if self._tracked.get(variation.key) is variation:
+            return
+        unique_keys([*self._tracked.values(), variation])
+        self._tracked[variation.key] = variation
+        if variation.enabled:
             self.flush()  # one flush holds one set of factors
             with self._lock:
                 self._events.append(_Track(variation))
-            self._tracked[variation.key] = variation
+            variation.add_sample_listener(self.on_draw)
+
+    def untrack(self) -> None:
+        """Stop listening to every tracked variation (the env no longer records)."""
+        for variation in self._tracked.values():
+            if variation.enabled:
+                variation.remove_sample_listener(self.on_draw)
+        self._tracked = {}
 
     def on_draw(self, draw: Draw) -> None:
-        """Keep ``draw`` for the episodes open in its envs (attributed at the next flush)."""
-        if draw.key not in self._tracked:
+        """Keep ``draw`` for the episodes open in its envs (attributed at the next flush).
+
+        A draw for other episodes than those the identity has open is caught at that flush
+        (``DrawError``); it is found on the device here, with no host synchronization."""
+        variation = self._tracked.get(draw.key)
+        if variation is None or not variation.enabled:
             return
         build = draw.env_ids is None
         values = draw.values.unsqueeze(0) if build else draw.values
         step = draw.draw_index if isinstance(draw.draw_index, int) else None
+        checked = not build and draw.episode_in_env is not None
         with self._lock:
             self._log.append(f"draw:{draw.key}:values", values)
             if not build:
@@ -299,7 +318,9 @@ class EpisodeRecorder:
                 if step is None:
                     steps = torch.as_tensor(draw.draw_index).expand(draw.env_ids.shape[0])
                     self._log.append(f"draw:{draw.key}:step", steps)
-            self._events.append(_Draw(draw.key, values.shape[0], build, step))
+            if checked:
+                self._log.append(f"draw:{draw.key}:stale", self._stale(draw))
+            self._events.append(_Draw(draw.key, values.shape[0], build, step, checked))
             due = self._due(close=False)
         if due:
             self.flush()
@@ -370,6 +391,14 @@ class EpisodeRecorder:
             if factor.scope is Scope.episode and (factor.count > 1).any():
                 env = int(np.flatnonzero(factor.count > 1)[0])
                 raise _draw_error(factor.key, env, int(self.identity.episode_in_env[env]))
+
+    def _stale(self, draw: Draw) -> torch.Tensor:
+        """Per drawn row, the episode it was drawn for where that is not the episode the
+        identity has open in its env, else -1 (on the device, no synchronization)."""
+        device = self.identity.device
+        drawn = draw.episode_in_env.to(device, torch.int64)
+        open_ = self.identity.episode_in_env.index_select(0, draw.env_ids.to(device))
+        return torch.where(drawn != open_, drawn, -1)
 
     # close-time work ----------------------------------------------------------------------------
 
@@ -505,6 +534,8 @@ class EpisodeRecorder:
                     if event.step is not None
                     else take(prefix + "step", event.rows)
                 )
+                if event.checked:
+                    _check_episodes(event.key, env, take(prefix + "stale", event.rows))
                 self._factors[event.key].draw(env, values, steps)
             else:
                 fields = {
@@ -697,6 +728,18 @@ def _stack(parts: list[np.ndarray | None], rows: list[int], index: np.ndarray) -
         for p, n in zip(parts, rows, strict=True)
     ]
     return np.concatenate(filled)[index]
+
+
+def _check_episodes(key: str, env: np.ndarray, stale: np.ndarray) -> None:
+    """A draw for an episode its env does not have open cannot be attributed: stop."""
+    bad = np.flatnonzero(stale >= 0)
+    if len(bad):
+        e, episode = int(env[bad[0]]), int(stale[bad[0]])
+        raise DrawError(
+            f"variation {key!r} was drawn for episode {episode} of env {e}, which is not the "
+            f"episode open in env {e}; draw with the env's episode_in_env (after "
+            "identity.advance) so each value belongs to exactly one episode"
+        )
 
 
 def _draw_error(key: str, env: int, episode: int) -> DrawError:

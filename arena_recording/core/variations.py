@@ -1,10 +1,12 @@
 """Variations: named randomized factors that own a sampler config, a scope and listeners.
 
 Listeners live on the variation, not on its sampler, so ``apply_cfg`` can rebuild the sampler
-and keep every subscription. Whoever needs to hear about new variations (a recording session)
-registers with ``observe_variations``; variations built while it is registered report to it.
-A replay sets ``override``: the variation's values then come from recorded episodes instead
-of its sampler, and listeners hear them as draws (``arena_recording.core.replay``).
+and keep every subscription. A variation belongs to the env that draws it: the env's adapter
+hands its variations to the recording session when it binds the env (``Session.bind``), and
+only that env's recorder listens to them. Nothing is routed by key across the process, so a
+variation no recording env was given is never recorded, and keys are unique within one env
+(``unique_keys``). A replay sets ``override``: the variation's values then come from recorded
+episodes instead of its sampler, and listeners hear them as draws (``arena_recording.core.replay``).
 
 Example::
 
@@ -14,7 +16,7 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -27,23 +29,16 @@ from arena_recording.core.config import (
     variation_cfgs,
 )
 from arena_recording.core.sampling import Draw, Listener, SamplerBase, build_sampler
+from arena_recording.errors import ConfigError
 
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-VariationObserver = Callable[["VariationBase"], None]
 Override = Callable[..., torch.Tensor]
 """Values that replace a variation's draws: called like ``VariationBase.sample`` (see
 ``arena_recording.core.replay``), returns what the sampler would (indices for a choice)."""
-_observers: list[VariationObserver] = []
-
-
-def observe_variations(observer: VariationObserver) -> Callable[[], None]:
-    """Call ``observer`` with every variation built from now on; returns the unsubscribe."""
-    _observers.append(observer)
-    return lambda: _observers.remove(observer)
 
 
 class VariationBase:
@@ -53,8 +48,6 @@ class VariationBase:
         self._listeners: list[Listener] = []
         self.override: Override | None = None
         self._apply(cfg)
-        for observer in list(_observers):
-            observer(self)
 
     @property
     def key(self) -> str:
@@ -178,3 +171,21 @@ def build_variations(
     """Variations from configs or mappings; a mapping's key is the variation key by default.
     ``path`` is where ``cfgs`` sits in the config (``variations``): errors name it."""
     return [VariationBase(cfg) for cfg in variation_cfgs(cfgs, path)]
+
+
+def unique_keys(variations: Iterable[VariationBase], where: str = "this env") -> None:
+    """Refuse two variations with one key in one env: their draws could not be told apart.
+
+    Example::
+
+        unique_keys([*env_variations, new_variation], "the env")  # ConfigError naming the key
+    """
+    seen: dict[str, VariationBase] = {}
+    for variation in variations:
+        other = seen.setdefault(variation.key, variation)
+        if other is not variation:
+            raise ConfigError(
+                variation.key,
+                f"two variations of {where} have this key; each variation of an env needs its "
+                "own key (records hold one value per key)",
+            )

@@ -7,6 +7,8 @@ episode. Lengths count the same steps as gymnasium's ``RecordEpisodeStatistics``
 sets the sub-env attribute named like its key, or the one its ``apply`` block names
 (``apply: {attribute: force_mag}``).
 
+With an active session the wrapper binds its env to it with its variations: only their draws
+are recorded with its episodes (keys must be unique, a ``ConfigError`` names a repeated one).
 With no active session the wrapper only applies variations; with neither, it passes through.
 
 The seed variations draw with is ``seed`` when given, else the seed of the first
@@ -38,7 +40,7 @@ from arena_recording.core.config import unknown_keys
 from arena_recording.core.episodes import EpisodeEnd, EpisodeIdentity
 from arena_recording.core.sampling import Scope
 from arena_recording.core.session import active_session, resolve_seed
-from arena_recording.core.variations import VariationBase
+from arena_recording.core.variations import VariationBase, unique_keys
 from arena_recording.errors import ConfigError
 
 TERMINATIONS = ("terminated", "truncated")
@@ -91,6 +93,7 @@ class VariationsWrapper(VectorWrapper):
         num_episodes: int | None = None,
     ) -> None:
         super().__init__(env)
+        unique_keys(variations, "the env")
         self.seed = seed
         self._variations_in = variations
         self.success = success

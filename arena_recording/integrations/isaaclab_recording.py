@@ -45,6 +45,7 @@ from isaaclab.utils import configclass
 from arena_recording.core.episodes import EpisodeEnd, EpisodeIdentity
 from arena_recording.core.recorder import EpisodeRecorder
 from arena_recording.core.session import Session, active_session, resolve_seed
+from arena_recording.core.variations import VariationBase, unique_keys
 from arena_recording.errors import ArenaRecordingError, ConfigError
 
 log = logging.getLogger(__name__)
@@ -72,18 +73,30 @@ def env_ids_tensor(env: RLEnv, env_ids: EnvIds) -> torch.Tensor:
 
 
 class EnvEpisodes:
-    """The episode identity of one env, advanced exactly once per reset.
+    """The episode identity of one env, advanced exactly once per reset, and its variations.
 
     Whoever sees a reset first (the recording hook before it, or the first variation event
     during it) advances the identity; ``episode_length_buf`` is still intact at both points.
-    Draws are therefore the same with recording on or off.
+    Draws are therefore the same with recording on or off. The env's variation events and
+    task factors register here (``add_variation``): the recording binds exactly these, so
+    another env's draws never reach this env's records.
     """
 
     def __init__(self, env: RLEnv) -> None:
         self.env = env
         self.seed = resolve_seed(env.cfg.seed)  # fixed for the env: every draw uses it
         self.identity = EpisodeIdentity(env.num_envs, env.device)
+        self.variations: list[VariationBase] = []
+        self.recording: EnvRecording | None = None
         self._advanced_at = torch.full((env.num_envs,), -1, dtype=torch.long, device=env.device)
+
+    def add_variation(self, variation: VariationBase) -> None:
+        """``variation`` is drawn by this env (its key unique here, else a ``ConfigError``);
+        recorded with its episodes when the env records, also if it records already."""
+        unique_keys([*self.variations, variation], "this env")
+        self.variations.append(variation)
+        if self.recording is not None and self.recording.recorder is not None:
+            self.recording.session.attach(variation, self.recording.recorder)
 
     def lengths(self, env_ids: torch.Tensor) -> torch.Tensor:
         return self.env.episode_length_buf[env_ids]
@@ -212,7 +225,9 @@ class EnvRecording:
             seed=self.episodes.seed,
             env=env,
             termination_names=self.outcome.record_names,
+            variations=self.episodes.variations,
         )
+        self.episodes.recording = self  # variations built after the hook join at once
         self._reset_idx: Callable[..., Any] = env._reset_idx
         self._close: Callable[[], None] = env.close
         env._reset_idx = self.reset_idx
@@ -237,6 +252,7 @@ class EnvRecording:
         self.recorder.close(end)
         self.session.unbind(self.recorder)
         self.recorder = None
+        self.episodes.recording = None
         _live.discard(self)
         if self.finish_session:
             self.session.finish("completed")

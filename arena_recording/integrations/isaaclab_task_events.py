@@ -516,6 +516,8 @@ class TaskEventTerm(ManagerTermBase):
             writer = f"event term {self.term!r}"
             il.claim(env, il.Write(writer, cfg.mode, w.asset, w.quantity, w.items))
         self._episodes = env_episodes(env)
+        for variation in (*self._factors, *(v for v, _, _ in self._draws)):
+            self._episodes.add_variation(variation)  # recorded with this env's episodes
 
     def run(self, env: ManagerBasedEnv, env_ids: EnvIds, params: dict[str, Any]) -> None:
         ids = env_ids_tensor(env, env_ids)

@@ -70,6 +70,7 @@ class VariationEvent(ManagerTermBase):
                 enabled=params.get("enabled", True),
             )
         )
+        env_episodes(env).add_variation(self.variation)  # recorded with this env's episodes
         apply = params.get("apply")
         try:
             self._apply = import_func(apply) if isinstance(apply, str) else apply
