@@ -230,6 +230,30 @@ def host_times(recorder, task: Task, steps: int) -> dict[str, float]:
     }
 
 
+class FlushCpu:
+    """CPU time of the flushing thread (replay, terms, encoding, writing) per record written,
+    while installed on ``recorder`` (its ``_write`` runs once per flush, on that thread)."""
+
+    def __init__(self, recorder) -> None:
+        self.recorder, self.seconds, self.records = recorder, 0.0, 0
+        write = recorder._write
+
+        def timed(*args) -> None:
+            t0, seq = time.thread_time(), recorder.sink.seq
+            try:
+                write(*args)
+            finally:
+                self.seconds += time.thread_time() - t0
+                self.records += recorder.sink.seq - seq
+
+        recorder._write = timed
+
+    def stop(self) -> float:
+        """Microseconds per record (NaN when nothing was written)."""
+        del self.recorder._write
+        return self.seconds / self.records * 1e6 if self.records else float("nan")
+
+
 def memory() -> int:
     return torch.cuda.memory_allocated() if torch.cuda.is_available() else 0
 
@@ -257,9 +281,11 @@ def bench_size(
     ).start()
     recorded = Task(num_envs, device, work)
     memory_before = memory()
-    factors = build_variations(FACTORS)  # built while the session is active: recorded
+    factors = build_variations(FACTORS)
     identity = EpisodeIdentity(num_envs, device)
-    recorder = session.bind(identity, seed=SEED, env=recorded, termination_names=TERMINATIONS)
+    recorder = session.bind(
+        identity, seed=SEED, env=recorded, termination_names=TERMINATIONS, variations=factors
+    )
     recorded.reset = variations_reset(recorded, factors, identity, recorder)
     tasks = {"base": base, "variations": plain, "recording": recorded}
 
@@ -270,10 +296,14 @@ def bench_size(
     sync(device)
     recorder_memory = memory() - memory_before
     per_step: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    flush_cpu = FlushCpu(recorder)
     for r in range(rounds):
         order = VARIANTS[r % 3 :] + VARIANTS[: r % 3]
         for name in order:
             per_step[name].append(timed_steps(tasks[name], steps))
+    recorder.flush()
+    recorder._thread.drain()
+    flush_us_per_record = flush_cpu.stop()
     peak = memory()
     buffered = recorder._log.nbytes
     for _ in range(3):  # a long run: the recorder's memory stays bounded
@@ -305,6 +335,7 @@ def bench_size(
         "recording_paired_pct": 100 * paired["recording"],
         "syncs": syncs,
         "host_us": host_us,
+        "flush_cpu_us_per_record": flush_us_per_record,
         "recorder_mib": recorder_memory / 2**20,
         "recorder_peak_mib": (peak - memory_before) / 2**20,
         "buffer_mib": (staging + buffered) / 2**20,
@@ -316,8 +347,8 @@ def table(rows: list[dict]) -> str:
     lines = [
         "| envs | step | base ms | variations | recording | variations (paired) | "
         "recording (paired) | syncs/step base / var / rec | recorder MiB (peak) | "
-        "buffer MiB | episodes |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "buffer MiB | episodes | flushing thread CPU µs/record |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         s = r["syncs"]
@@ -327,7 +358,7 @@ def table(rows: list[dict]) -> str:
             f"{r['variations_paired_pct']:+.1f}% | {r['recording_paired_pct']:+.1f}% | "
             f"{s['base']:.2f} / {s['variations']:.2f} / {s['recording']:.2f} | "
             f"{r['recorder_mib']:.1f} ({r['recorder_peak_mib']:.1f}) | {r['buffer_mib']:.1f} | "
-            f"{r['episodes']:,} |"
+            f"{r['episodes']:,} | {r['flush_cpu_us_per_record']:.2f} |"
         )
     return "\n".join(lines)
 

@@ -151,6 +151,34 @@ def test_encoder_writes_the_same_values_with_or_without_orjson(orjson):
     }
 
 
+def test_matrix_columns_are_written_as_one_json_array_per_line():
+    """Numeric (n, width) columns go through the line template component by component: the
+    lines hold the same arrays as encoding each row on its own."""
+    from arena_recording.core.encoding import encode_column
+
+    columns = {
+        "f32": np.array([[0.5, np.nan, 2.0], [np.inf, -1.25, 0.0]], dtype=np.float32),
+        "ints": np.array([[1, -2], [3, 4]]),
+        "one": torch.tensor([[True], [False]]),
+        "empty": np.zeros((2, 0)),
+        "labels": np.array([["a", "b"], ["c", None]], dtype=object),
+        "in": {"pos": torch.tensor([[0.1, 0.2], [0.3, 0.4]], dtype=torch.float64)},
+    }
+    lines = [json.loads(line) for line in encode_lines(columns, 2).decode().splitlines()]
+    assert lines[0]["f32"] == [0.5, None, 2.0] and lines[1]["f32"] == [None, -1.25, 0.0]
+    assert [line["ints"] for line in lines] == [[1, -2], [3, 4]]
+    assert [line["one"] for line in lines] == [[True], [False]]
+    assert [line["empty"] for line in lines] == [[], []]
+    assert [line["labels"] for line in lines] == [["a", "b"], ["c", None]]
+    for key, value in [*columns.items(), ("in.pos", columns["in"]["pos"])]:
+        if key == "in":
+            continue
+        per_row = [json.loads(t) for t in encode_column(value, 2, key)]
+        path = key.split(".")
+        got = [line[path[0]] if len(path) == 1 else line[path[0]][path[1]] for line in lines]
+        assert got == per_row, key
+
+
 def test_a_flush_larger_than_an_encoding_chunk_writes_every_record_once(tmp_path):
     identity, recorder, mass, sink = make_recorder(tmp_path, 60.0)
     everyone = torch.arange(64)

@@ -159,6 +159,16 @@ def _is_scalar(value: Any) -> bool:
     return not isinstance(value, list | tuple)
 
 
+def _matrix(value: Any, n: int) -> np.ndarray | None:
+    """``value`` as a numeric ``(n, width)`` array, if it is one: its rows are JSON arrays whose
+    brackets and commas go into the line template instead of being joined per row."""
+    if isinstance(value, np.ndarray | torch.Tensor) and value.ndim == 2:
+        array = to_numpy(value)
+        if array.shape[0] == n and array.shape[1] > 0 and array.dtype.kind in "biuf":
+            return array
+    return None
+
+
 def _template(
     mapping: Mapping[str, Any], prefix: str, n: int, parts: list[bytes], columns: list[list[bytes]]
 ) -> None:
@@ -172,6 +182,14 @@ def _template(
             text = b""
         elif _is_scalar(value):  # the same in every line: part of the template
             parts[-1] += text + encode_column(value, 1, f"{prefix}{key}")[0]
+            text = b""
+        elif (matrix := _matrix(value, n)) is not None:  # one column per component
+            width = matrix.shape[1]
+            flat = _numbers(matrix.reshape(-1).tolist())
+            parts[-1] += text + b"["
+            for j in range(width):
+                columns.append(flat[j::width])
+                parts.append(b"," if j < width - 1 else b"]")
             text = b""
         else:
             parts[-1] += text
