@@ -179,3 +179,60 @@ def test_the_episode_check_adds_no_host_synchronization(tmp_path, recorder_cfg):
     with pytest.raises(DrawError, match="drawn twice"):  # four draws in one episode: recorded
         session.finish()
     assert recorder.counts["episodes"] == 0
+
+
+@pytest.fixture(scope="module")
+def isaaclab_app():
+    pytest.importorskip("isaaclab", reason="the isaaclab extra is not installed")
+    from arena_recording.demo.slide_env import launch
+
+    with launch():
+        yield
+
+
+def slide_cfg(*events: tuple[str, str, tuple[float, float]], instrumented_first: bool):
+    """The sliding-cube task with variation events ``(term, key, (low, high))``; the
+    recording hook comes before them or after them in the task's event terms."""
+    from arena_recording.demo.slide_env import make_env_cfg
+    from arena_recording.integrations import isaaclab_appliers as il
+    from arena_recording.integrations.isaaclab_recording import instrument
+    from arena_recording.integrations.isaaclab_variations import variation_event
+
+    cfg = make_env_cfg(NUM_ENVS, seed=5, episode_length_s=0.5)
+    if instrumented_first:
+        instrument(cfg)
+    for term, key, (low, high) in events:
+        sampler = {"type": "uniform", "low": low, "high": high}
+        apply = {"func": il.root_velocity, "asset": "cube"}
+        setattr(cfg.events, term, variation_event(key, sampler, apply=apply))
+    return cfg if instrumented_first else instrument(cfg)
+
+
+def test_isaaclab_variation_events_with_one_key_are_refused(isaaclab_app, tmp_path, recorder_cfg):
+    from isaaclab.envs import ManagerBasedRLEnv
+
+    events = [("speed", "cube.speed", (0.5, 1.0)), ("speed_again", "cube.speed", (1.0, 2.0))]
+    with pytest.raises(ConfigError, match="two variations") as err, Session(recorder_cfg, tmp_path):
+        ManagerBasedRLEnv(slide_cfg(*events, instrumented_first=False))
+    assert err.value.key == "cube.speed"
+    assert active_session() is None
+
+
+@pytest.mark.parametrize("instrumented_first", [False, True])
+def test_isaaclab_variation_events_are_bound_to_their_env(
+    isaaclab_app, tmp_path, recorder_cfg, instrumented_first
+):
+    """Built before or after the recording hook, an env's variation events are its own."""
+    from isaaclab.envs import ManagerBasedRLEnv
+
+    events = [("speed", "cube.speed", (0.5, 1.0))]
+    with Session(recorder_cfg, tmp_path) as session:
+        env = ManagerBasedRLEnv(slide_cfg(*events, instrumented_first=instrumented_first))
+        env.reset()
+        for _ in range(40):
+            env.step(torch.zeros(NUM_ENVS, 0))
+        env.close()
+    records = read_records(session.records_path)
+    assert len(records) >= NUM_ENVS
+    assert all(0.5 <= r["variations"]["cube.speed"] <= 1.0 for r in records)
+    assert [f.key for f in session.manifest().factors] == ["cube.speed"]
