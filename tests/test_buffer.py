@@ -179,6 +179,13 @@ def test_matrix_columns_are_written_as_one_json_array_per_line():
         assert got == per_row, key
 
 
+def test_unicode_line_separators_are_escaped_so_every_reader_sees_one_line_per_record():
+    texts = ["a\x85b", "\u2028", "c\u2029", "\x0b\x0c\x1c"]
+    block = encode_lines({"s": texts, "k": "\x85"}, 4)
+    lines = block.decode().splitlines()  # splits on U+0085, U+2028, U+2029 and more
+    assert [json.loads(line) for line in lines] == [{"s": t, "k": "\x85"} for t in texts]
+
+
 def test_a_flush_larger_than_an_encoding_chunk_writes_every_record_once(tmp_path):
     identity, recorder, mass, sink = make_recorder(tmp_path, 60.0)
     everyone = torch.arange(64)

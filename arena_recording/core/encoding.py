@@ -206,6 +206,22 @@ def encode_lines(columns: Mapping[str, Any], n: int) -> bytes:
     _template(columns, "", n, parts, encoded)
     parts[-1] += b"\n"
     if not encoded:
-        return parts[0] * n
+        return _escape_separators(parts[0] * n)
     template = b"%b".join(part.replace(b"%", b"%%") for part in parts)
-    return b"".join(map(template.__mod__, zip(*encoded, strict=True)))
+    return _escape_separators(b"".join(map(template.__mod__, zip(*encoded, strict=True))))
+
+
+# Characters that ``str.splitlines`` (and JavaScript) take for line breaks: escaped, so a line
+# is one line to every reader. Their UTF-8 bytes occur nowhere else (only inside strings).
+_SEPARATORS = (
+    (b"\xc2\x85", b"\\u0085"),
+    (b"\xe2\x80\xa8", b"\\u2028"),
+    (b"\xe2\x80\xa9", b"\\u2029"),
+)
+
+
+def _escape_separators(block: bytes) -> bytes:
+    for raw, escaped in _SEPARATORS:
+        if raw in block:
+            block = block.replace(raw, escaped)
+    return block
