@@ -24,7 +24,7 @@ returning it: the recorder reads it at the next flush.
 
 Example (what an adapter does at each reset of ``env_ids``)::
 
-    recorder = session.bind(identity, env=env, seed=seed)
+    recorder = session.bind(identity, env=env, seed=seed, variations=[variation])
     recorder.close(EpisodeEnd(env_ids, length, terminated, truncated, termination))
     identity.advance(env_ids, started=length > 0)
     variation.sample(env_ids, seed=seed, episode_in_env=identity.episode_in_env[env_ids])
