@@ -119,7 +119,6 @@ def test_counts_convert_between_the_recorder_tally_and_the_typed_form():
     assert dict(counts.to_counter()) == tally | {
         "truncated": 0,
         "resets_without_steps": 0,
-        "draws_without_env": 0,
     }
     assert Counts.from_dict(counts.to_dict()) == counts
     with pytest.raises(FormatError, match="unknown field"):

@@ -240,7 +240,7 @@ _UNDRAWN = "undrawn:"
 
 @dataclass
 class Counts:
-    """A run's tally: episodes by how they ended, resets without a step, draws left unrecorded.
+    """A run's tally: episodes by how they ended, resets without a step, undrawn factors.
 
     ``success`` is ``None`` when the env reports no success; ``undrawn`` counts, per factor
     key, the records that lack a value of it. The recorder keeps the same tally as a flat
@@ -253,7 +253,6 @@ class Counts:
     aborted: int = 0
     success: int | None = None
     resets_without_steps: int = 0
-    draws_without_env: int = 0
     undrawn: dict[str, int] = field(default_factory=dict)
 
     @classmethod
@@ -280,8 +279,9 @@ class Counts:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Counts:
-        """Today's counts (``undrawn`` nested) or version 1's (``undrawn:<key>`` keys)."""
-        flat = {k: v for k, v in data.items() if k != "undrawn"}
+        """Today's counts (``undrawn`` nested) or version 1's (``undrawn:<key>`` keys, and
+        ``draws_without_env``, which variations bound to their env made meaningless)."""
+        flat = {k: v for k, v in data.items() if k not in ("undrawn", "draws_without_env")}
         nested = data.get("undrawn") or {}
         counts = cls.from_counter({k: v for k, v in flat.items() if v is not None})
         counts.undrawn.update({str(k): int(v) for k, v in nested.items()})
