@@ -20,7 +20,7 @@ an app exposes with their override paths (``arena_recording.integrations.hydra_c
     arena-recording analyze outputs/2026-01-01/12-00-00 --outcome success
     arena-recording analyze multirun/2026-01-01/12-00-00 --json
     arena-recording report outputs/2026-01-01/12-00-00
-    arena-recording catalog arena_recording.demo.slide:slide_eval
+    arena-recording catalog arena_recording.evaluate:evaluate
 
 ``rerun`` prints the command that runs selected episodes of a recording again, each with the
 factor values it ran with, under the app and overrides that recorded them
