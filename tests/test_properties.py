@@ -16,11 +16,12 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from conftest import CORE_AND_VARIATIONS, read_records
+from conftest import CORE_AND_VARIATIONS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_recorder import SEED, Adapter
 
+from arena_recording.core.format import read_records
 from arena_recording.core.session import Session, active_session
 from arena_recording.core.variations import build_variations
 from arena_recording.errors import ConfigError
@@ -63,7 +64,7 @@ def record_variation(spec: dict[str, Any], scope: str) -> tuple[list[dict], Any]
             adapter.reset(range(NUM_ENVS))
             adapter.step()
         session.finish()
-        return read_records(session.records_path), variation
+        return read_records(session.records_path)[0], variation
 
 
 @SETTINGS
@@ -179,7 +180,7 @@ def test_a_term_output_is_recorded_faithfully_or_refused_naming_its_key(output):
             adapter.step()
             adapter.reset(range(NUM_ENVS))
             session.finish()
-            records = read_records(session.records_path)
+            records = read_records(session.records_path)[0]
     except (ValueError, TypeError) as err:
         assert "recorder term 'x'" in str(err), err
         assert active_session() is None

@@ -25,7 +25,7 @@ Example::
 
     cfg = RecorderCfg(terms={"core": TermCfg(func=core), "variations": TermCfg(func=variations)})
     with Session(cfg, output_dir="runs/eval-1"):
-        env = VariationsWrapper(gym.make_vec("CartPole-v1", 8), variations, seed=0)
+        env = VariationsWrapper(gym.make_vec("CartPole-v1", 8, vectorization_mode="sync"), variations, seed=0)
         ...  # step the env; records go to runs/eval-1/episodes.jsonl
 """
 
@@ -342,9 +342,7 @@ class Session:
         sink.seq = found.seq
         self._next_episode_id = found.episode_id
         self._continuation = found
-        for name in ("episodes", "terminated", "truncated", "aborted", "success"):
-            self._counts.pop(name, None)
-        self._counts.update(found.counts)
+        self._count_from(found)
         if found.counts["episodes"]:
             log.info(
                 "resuming %s after %d records: seq from %d, episode_id from %d",
@@ -353,6 +351,13 @@ class Session:
                 found.seq,
                 found.episode_id,
             )
+
+    def _count_from(self, found: _Continuation) -> None:
+        """Episode counts as the records file has them (a kill or a signal can land between a
+        batch's write and its count)."""
+        for name in ("episodes", "terminated", "truncated", "aborted", "success"):
+            self._counts.pop(name, None)
+        self._counts.update(found.counts)
 
     def finish(self, status: str = "completed", error: BaseException | str | None = None) -> None:
         """Unbind the env, close the records file, write the final manifest, deactivate.
@@ -378,6 +383,9 @@ class Session:
             except OSError as err:
                 problems.append(err)
             write_error = self._write_error(problems)
+            if status == "interrupted" and write_error is None:
+                with contextlib.suppress(OSError):
+                    self._count_from(_Continuation.read(self.records_path))
             if status == "completed" and problems:
                 status, error = "failed", write_error or problems[0]
             if status == "completed" and not self._counts["episodes"]:

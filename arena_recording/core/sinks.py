@@ -97,16 +97,24 @@ class JsonlSink:
             return
         if self.error is not None:
             raise OSError(self.error.errno, f"an earlier write failed: {self.error}")
+        written = 0
         try:
             view = memoryview(block)
-            while view:
-                view = view[self._file.write(view) :]
+            while written < len(block):
+                written += self._file.write(view[written:])
             if self.fsync:
                 os.fsync(self._file.fileno())
         except OSError as err:
             self.error = err
             with contextlib.suppress(OSError):
                 os.ftruncate(self._file.fileno(), self._size)
+            raise
+        except BaseException:  # Ctrl-C, SIGTERM: keep the whole lines that reached the file
+            kept = block.rfind(b"\n", 0, written) + 1
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._file.fileno(), self._size + kept)
+            self._size += kept
+            self.seq += block.count(b"\n", 0, kept)
             raise
         self._size += len(block)
         self.seq += count
