@@ -6,8 +6,8 @@ finished. At the end it prints the success rate, the factor ranking and the repo
 
     python -m arena_recording.evaluate +recorder=default                  # the sliding-cube task
     python -m arena_recording.evaluate +recorder=default num_episodes=2000 seed=3
-    python -m arena_recording.evaluate +recorder=default task=Isaac-Cartpole-v0 \\
-        variations=none policy=logs/rsl_rl/cartpole/exported/policy.pt
+    python -m arena_recording.evaluate +recorder=default task=Isaac-Cartpole \\
+        variations=none policy=logs/rsl_rl/cartpole/exported/policy.pt success_terms=[time_out]
     python -m arena_recording.evaluate -m +recorder=default variations.friction.sampler.high=0.3,0.6
 
 ``policy`` is ``zero``, ``random`` or a TorchScript / ONNX file as Isaac Lab's ``play`` scripts
@@ -115,7 +115,9 @@ def _quota(identity: EpisodeIdentity, num_episodes: int) -> torch.Tensor:
 def evaluate(cfg: DictConfig) -> Tally:
     """Run exactly ``cfg.num_episodes`` episodes of ``cfg.task`` under ``cfg.policy``."""
     from arena_recording.demo.slide_env import launch
+    from arena_recording.integrations.isaaclab_policies import check_policy
 
+    check_policy(cfg.policy)  # before the simulation starts
     with launch(device=cfg.device):
         import gymnasium as gym
         import isaaclab_tasks  # noqa: F401  (registers Isaac Lab's tasks)
@@ -140,26 +142,28 @@ def evaluate(cfg: DictConfig) -> Tally:
             setattr(env_cfg.events, f"variation_{key}", variation_event(key, **spec))
         success = resolve_success_terms(termination_names(env_cfg), cfg.success_terms)
         env = gym.make(cfg.task, cfg=instrument(env_cfg, success_terms=success)).unwrapped
-        quota = _quota(env_episodes(env).identity, cfg.num_episodes)
-        obs, _ = env.reset(seed=cfg.seed)
-        policy = load_policy(
-            cfg.policy,
-            num_actions=env.single_action_space.shape[0],
-            device=cfg.device,
-            seed=cfg.seed,
-        )
-        tally = Tally(int(quota.sum()), success=bool(success))
-        finished = torch.zeros_like(quota)
-        while bool((finished < quota).any()):
-            counted = finished < quota
-            obs, _, terminated, truncated, _ = env.step(policy(obs["policy"]))
-            ended = (terminated | truncated) & counted
-            finished += ended.long()
-            if ended.any():
-                won = [_fired(env, name, terminated, truncated) for name in success]
-                won = torch.stack(won).any(0) & ended if won else torch.zeros_like(ended)
-                tally.add(int(ended.sum()), int(won.sum()))
-        env.close()
+        try:
+            quota = _quota(env_episodes(env).identity, cfg.num_episodes)
+            obs, _ = env.reset(seed=cfg.seed)
+            policy = load_policy(
+                cfg.policy,
+                num_actions=env.single_action_space.shape[0],
+                device=cfg.device,
+                seed=cfg.seed,
+            )
+            tally = Tally(int(quota.sum()), success=bool(success))
+            finished = torch.zeros_like(quota)
+            while bool((finished < quota).any()):
+                counted = finished < quota
+                obs, _, terminated, truncated, _ = env.step(policy(obs["policy"]))
+                ended = (terminated | truncated) & counted
+                finished += ended.long()
+                if ended.any():
+                    won = [_fired(env, name, terminated, truncated) for name in success]
+                    won = torch.stack(won).any(0) & ended if won else torch.zeros_like(ended)
+                    tally.add(int(ended.sum()), int(won.sum()))
+        finally:
+            env.close()  # records the running episodes and flushes, also on an error
     return tally
 
 

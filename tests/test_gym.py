@@ -187,3 +187,18 @@ def test_apply_block_names_the_attribute_and_rejects_unknown_keys():
     spec["apply"] = {"atribute": "force_mag"}
     with pytest.raises(ValueError, match=r"push\.apply\.atribute: unknown key"):
         VariationsWrapper(cartpole(AutoresetMode.NEXT_STEP), build_variations({"push": spec}))
+
+
+def test_an_env_closed_after_the_session_ended_writes_nothing_and_says_so(
+    tmp_path, recorder_cfg, caplog
+):
+    with Session(recorder_cfg, tmp_path):
+        env = VariationsWrapper(
+            cartpole(AutoresetMode.NEXT_STEP), build_variations(GRAVITY), seed=0
+        )
+        run(env, 60)
+    written = read_records(tmp_path / "episodes.jsonl")
+    env.step(np.zeros(env.num_envs, dtype=np.int64))
+    env.close()  # its running episodes end after the recording did
+    assert read_records(tmp_path / "episodes.jsonl") == written
+    assert "came after the recording finished and are not recorded" in caplog.text

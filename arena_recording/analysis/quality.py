@@ -92,7 +92,7 @@ def missing_factor_warnings(missing: Sequence[str]) -> list[str]:
         return []
     return [
         f"factors in the manifest but not in the records: {', '.join(missing)} "
-        "(record them with the variations term: '+recorder=[core,variations]')"
+        "(record them with the variations term: +recorder=default)"
     ]
 
 

@@ -78,14 +78,15 @@ def _fail(path: str, message: str) -> typing.NoReturn:
 _FLOAT32_MAX = 3.4028234663852886e38
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
+    """A real number, not a bool (``True`` is an int to Python, a category to us)."""
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _components(path: str, value: Any) -> list[float]:
     """A finite scalar or a non-empty flat list of finite numbers, as a list."""
     items = list(value) if isinstance(value, list | tuple) else [value]
-    if not items or not all(_is_number(v) for v in items):
+    if not items or not all(is_number(v) for v in items):
         _fail(path, f"{value!r} must be a number or a non-empty list of numbers")
     if not all(math.isfinite(v) for v in items):
         _fail(path, f"{value!r} must be finite")
@@ -348,7 +349,7 @@ class ChoiceCfg(SamplerCfg):
         if not isinstance(weights, list | tuple) or len(weights) != len(choices):
             count = len(weights) if isinstance(weights, list | tuple) else weights
             _fail(f"{path}.weights", f"{count} weights for {len(choices)} choices")
-        if not all(_is_number(w) and math.isfinite(w) and w >= 0 for w in weights):
+        if not all(is_number(w) and math.isfinite(w) and w >= 0 for w in weights):
             _fail(f"{path}.weights", f"weights {weights!r} must be >= 0")
         if sum(weights) <= 0:
             _fail(f"{path}.weights", "weights must not all be zero")
@@ -372,7 +373,7 @@ class BernoulliCfg(SamplerCfg):
     @classmethod
     def _check(cls, values: dict[str, Any], path: str) -> None:
         p = values["p"]
-        if not _is_number(p) or not 0.0 <= p <= 1.0:
+        if not is_number(p) or not 0.0 <= p <= 1.0:
             _fail(f"{path}.p", f"p {p!r} must be in [0, 1]")
 
     @property
@@ -508,7 +509,7 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
     if tp is bool and not isinstance(value, bool):
         _fail(path, f"{value!r} is not a bool")
     if tp is float:
-        if not _is_number(value):
+        if not is_number(value):
             _fail(path, f"{value!r} is not a number")
         return float(value)
     if tp is str and not isinstance(value, str):

@@ -119,16 +119,6 @@ def encode_column(value: Any, n: int, name: str) -> Encoded:
     return Encoded(_encode(to_numpy(value), n, name))
 
 
-def encode_tree(columns: Mapping[str, Any], n: int, name: str) -> dict[str, Any]:
-    """Encode every column of a (nested) mapping; errors name ``name`` and the column."""
-    return {
-        key: encode_tree(value, n, f"{name}.{key}")
-        if isinstance(value, Mapping)
-        else encode_column(value, n, f"{name}.{key}")
-        for key, value in columns.items()
-    }
-
-
 def _encode(value: Any, n: int, name: str) -> list[bytes]:
     if isinstance(value, np.ndarray) and value.ndim > 0:
         if value.shape[0] != n:

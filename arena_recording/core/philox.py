@@ -333,7 +333,7 @@ def philox_uniforms(
         return _numpy_uniforms(key, env_ids, episode_in_env, draw_index, numel)
     if isinstance(draw_index, int):
         draw_index = _index_tensor(draw_index, device)
-    draw_index = draw_index.to(torch.int64)
+    draw_index = draw_index.to(device, torch.int64)
     if backend == "triton":
         return _triton_uniforms(key, env_ids, episode_in_env, draw_index, numel)
     fn = _compiled(draw_index.ndim == 0) if backend == "compiled" else _torch_uniforms

@@ -33,6 +33,7 @@ Example (what an adapter does at each reset of ``env_ids``)::
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 import time
 from collections import Counter
@@ -64,6 +65,8 @@ _CAPACITY_PER_ENV = 1024  # buffer bytes per env: about 600 steps of 1% resets w
 # this often so the stepping thread never waits long for it.
 _YIELD_EVERY = 64  # events replayed
 _ENCODE_ROWS = 1024  # records encoded
+
+log = logging.getLogger(__name__)
 
 
 class DrawError(RuntimeError):
@@ -257,6 +260,8 @@ class EpisodeRecorder:
         self._log = DeviceLog(device, capacity)
         self._events: list[Any] = []
         self._lock = threading.Lock()
+        self._finished = False
+        self._warned = False
         self._last_flush = time.monotonic()
         self._failed = False
         self._owners = self._flush_term_keys()
@@ -305,7 +310,7 @@ class EpisodeRecorder:
         A draw for other episodes than those the identity has open is caught at that flush
         (``DrawError``); it is found on the device here, with no host synchronization."""
         variation = self._tracked.get(draw.key)
-        if variation is None or not variation.enabled:
+        if variation is None or not variation.enabled or self._ended("a draw of " + draw.key):
             return
         build = draw.env_ids is None
         values = draw.values.unsqueeze(0) if build else draw.values
@@ -328,6 +333,8 @@ class EpisodeRecorder:
     def close(self, end: EpisodeEnd) -> None:
         """Record every episode in ``end`` that took a step (and is within the quota, if any),
         at the next flush; start timing the next ones."""
+        if self._ended(f"{end.env_ids.shape[0]} episode ends"):
+            return
         if self._thread is not None:
             self._thread.check()
         device = self.identity.device
@@ -379,12 +386,24 @@ class EpisodeRecorder:
             self._lock.release()
         job()
 
+    def _ended(self, what: str) -> bool:
+        """After ``finish`` nothing more can be written: say what is not recorded (once)."""
+        if self._finished and not self._warned:
+            self._warned = True
+            log.warning(
+                "arena-recording: %s came after the recording finished and are not recorded "
+                "(close the env before the session ends)",
+                what,
+            )
+        return self._finished
+
     def finish(self) -> None:
         """Flush everything, wait until it is written, stop the flushing thread and check the
         open episodes for double draws."""
         try:
             self.flush()
         finally:
+            self._finished = True
             if self._thread is not None:
                 self._thread.join()
         for factor in self._factors.values():

@@ -65,7 +65,7 @@ def counter_uniforms(
 
     Philox4x32-10 keyed by ``(seed, key_hash)`` of the counter (env id, episode in env, draw
     index, component): adding envs, components or variations never shifts the values of the
-    others, CPU and CUDA give the same bits, and a CUDA draw is two fused kernels with no host
+    others, CPU and CUDA give the same bits, and a CUDA draw is one Triton kernel with no host
     synchronization.
     """
     key = derive_key(seed, key_hash)
@@ -131,7 +131,7 @@ def _as_tensor(value: Any) -> torch.Tensor:
     return torch.as_tensor(value, dtype=torch.float64)
 
 
-class _OnDevice:
+class OnDevice:
     """A transform's constant tensors, copied to each device once, at its first draw there.
 
     A per-draw ``.to(device)`` of a host tensor is a pageable host-to-device copy, which waits
@@ -139,7 +139,7 @@ class _OnDevice:
 
     Example::
 
-        bounds = _OnDevice(lo, span)
+        bounds = OnDevice(lo, span)
         lo_d, span_d = bounds.on(u.device)
     """
 
@@ -173,7 +173,7 @@ Transform = Callable[[torch.Tensor], torch.Tensor]
 
 def _uniform(cfg: SamplerCfg) -> Transform:
     lo, hi = _as_tensor(cfg.low), _as_tensor(cfg.high)
-    bounds = _OnDevice(lo, hi - lo)
+    bounds = OnDevice(lo, hi - lo)
 
     def transform(u: torch.Tensor) -> torch.Tensor:
         low, span = bounds.on(u.device)
@@ -184,7 +184,7 @@ def _uniform(cfg: SamplerCfg) -> Transform:
 
 def _log_uniform(cfg: SamplerCfg) -> Transform:
     log_lo = _as_tensor(cfg.low).log()
-    bounds = _OnDevice(log_lo, _as_tensor(cfg.high).log() - log_lo)
+    bounds = OnDevice(log_lo, _as_tensor(cfg.high).log() - log_lo)
 
     def transform(u: torch.Tensor) -> torch.Tensor:
         low, span = bounds.on(u.device)
@@ -199,7 +199,7 @@ def _normal(cfg: SamplerCfg) -> Transform:
     lo = _as_tensor(-math.inf if cfg.low is None else cfg.low)
     hi = _as_tensor(math.inf if cfg.high is None else cfg.high)
     p_lo, p_hi = torch.special.ndtr((lo - mean) / std), torch.special.ndtr((hi - mean) / std)
-    params = _OnDevice(p_lo, p_hi - p_lo, mean, std)
+    params = OnDevice(p_lo, p_hi - p_lo, mean, std)
 
     def transform(u: torch.Tensor) -> torch.Tensor:
         p_low, p_span, mu, sigma = params.on(u.device)
@@ -214,7 +214,7 @@ def _choice(cfg: SamplerCfg) -> Transform:
     cumulative = weights.cumsum(0) / weights.sum()
     cumulative[-1] = 1.0
     last = len(cumulative) - 1
-    table = _OnDevice(cumulative)
+    table = OnDevice(cumulative)
 
     def transform(u: torch.Tensor) -> torch.Tensor:
         (edges,) = table.on(u.device)
@@ -228,7 +228,7 @@ def _bernoulli(cfg: SamplerCfg) -> Transform:
 
 
 def _constant(cfg: SamplerCfg) -> Transform:
-    value = _OnDevice(_as_tensor(cfg.value))
+    value = OnDevice(_as_tensor(cfg.value))
     return lambda u: value.on(u.device)[0].expand(u.shape)
 
 

@@ -25,16 +25,12 @@ from arena_recording.core.config import (
     SamplerType,
     Scope,
     VariationCfg,
+    is_number,
     variation_cfg,
     variation_cfgs,
 )
-from arena_recording.core.sampling import Draw, Listener, SamplerBase, build_sampler
+from arena_recording.core.sampling import Draw, Listener, OnDevice, SamplerBase, build_sampler
 from arena_recording.errors import ConfigError
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
 
 Override = Callable[..., torch.Tensor]
 """Values that replace a variation's draws: called like ``VariationBase.sample`` (see
@@ -78,15 +74,19 @@ class VariationBase:
     def values(self, drawn: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """What drawn values stand for: numeric choices for indices, else ``drawn`` itself
         (the indices of non-numeric choices: an applier maps them)."""
-        labels = self.labels
-        numeric = labels and all(_is_number(c) for c in labels)
-        if not numeric:
+        if self._numeric_labels is None:
             return drawn
-        return torch.tensor(labels, dtype=dtype, device=drawn.device)[drawn]
+        (table,) = self._numeric_labels.on(drawn.device)
+        return table.to(dtype)[drawn]
 
     def _apply(self, cfg: VariationCfg | Mapping[str, Any]) -> None:
         self.cfg = cfg = variation_cfg(cfg)
         self._sampler = build_sampler(cfg.sampler, cfg.key)
+        labels = self.labels
+        numeric = labels and all(is_number(c) for c in labels)
+        self._numeric_labels = (
+            OnDevice(torch.tensor(labels, dtype=torch.float64)) if numeric else None
+        )
         for listener in self._listeners:
             self._sampler.add_listener(listener)
 

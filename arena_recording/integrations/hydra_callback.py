@@ -17,7 +17,7 @@ session, so every draw is heard::
     @hydra.main(config_path="conf", config_name="eval", version_base="1.3")
     def main(cfg):
         variations = variations_from_config(cfg.variations)
-        env = VariationsWrapper(gym.make_vec("CartPole-v1", 8), variations, seed=cfg.seed)
+        env = VariationsWrapper(gym.make_vec("CartPole-v1", 8, vectorization_mode="sync"), variations, seed=cfg.seed)
         ...
 
 Per job, ``on_job_start`` checks the config and starts a ``Session`` writing ``episodes.jsonl``

@@ -23,7 +23,7 @@ not a ``ManagerBasedRLEnvCfg`` / ``DirectRLEnvCfg`` object.
 
 Usage, unchanged Isaac Lab scripts::
 
-    python scripts/reinforcement_learning/rsl_rl/play.py --task Isaac-Ant '+recorder=[core,variations]'
+    python scripts/reinforcement_learning/rsl_rl/play.py --task Isaac-Ant +recorder=default
 
 and the same in a script of one's own::
 

@@ -25,6 +25,17 @@ Policy = Callable[[torch.Tensor], torch.Tensor]
 BUILT_IN = ("zero", "random")
 
 
+def check_policy(spec: str, key: str = "policy") -> Path:
+    """The policy file ``spec`` names (a built-in gives its name); refused before any work
+    starts when it is neither a built-in nor an existing file."""
+    path = Path(spec)
+    if spec not in BUILT_IN and not path.is_file():
+        raise ConfigError(
+            key, f"{spec!r} is neither one of {list(BUILT_IN)} nor an existing policy file"
+        )
+    return path
+
+
 def load_policy(
     spec: str, *, num_actions: int, device: str, seed: int, key: str = "policy"
 ) -> Policy:
@@ -40,11 +51,7 @@ def load_policy(
             return torch.rand(shape, generator=generator, device=device) * 2 - 1
 
         return random
-    path = Path(spec)
-    if not path.is_file():
-        raise ConfigError(
-            key, f"{spec!r} is neither one of {list(BUILT_IN)} nor an existing policy file"
-        )
+    path = check_policy(spec, key)
     if path.suffix == ".onnx":
         return _onnx_policy(path, device, key)
     try:
