@@ -20,7 +20,7 @@ CORE_AND_VARIATIONS = {
 
 def read_records(path: Path) -> list[dict[str, Any]]:
     """Every complete line of a records file, parsed."""
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    return [json.loads(line) for line in path.read_text().split("\n") if line]
 
 
 def run_demo(module: str, *overrides: str, cwd: Path) -> str:

@@ -39,7 +39,7 @@ def records(path: Path) -> list[dict[str, Any]]:
     """Every complete line of a records file, parsed (json.loads fails on a damaged one)."""
     text = path.read_text()
     complete = text[: text.rfind("\n") + 1]
-    return [json.loads(line) for line in complete.splitlines()]
+    return [json.loads(line) for line in complete.split("\n") if line]
 
 
 def manifest(job_dir: Path) -> dict[str, Any]:
