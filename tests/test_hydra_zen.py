@@ -89,26 +89,23 @@ COMPOSE_ERRORS = [
 ]
 
 
-@pytest.mark.parametrize("app", [*APPS, "dataclass_app.py"])
+ERROR_IDS = ["term-param", "term-param-type", "dotted-key", "sampler-key"]
+ERROR_IDS += ["variation-key", "float", "bool", "term-key"]
+
+
 @pytest.mark.parametrize(
-    ("overrides", "expected"),
-    COMPOSE_ERRORS,
-    ids=[
-        "term-param",
-        "term-param-type",
-        "dotted-key",
-        "sampler-key",
-        "variation-key",
-        "float",
-        "bool",
-        "term-key",
+    ("app", "overrides", "expected"),
+    [
+        pytest.param(app, overrides, expected, id=f"{name}-{app}")
+        for app in [*APPS, "dataclass_app.py"]
+        for name, (overrides, expected) in zip(ERROR_IDS, COMPOSE_ERRORS, strict=True)
+        # the dataclass app stores no custom term to misconfigure
+        if not (app == "dataclass_app.py" and "+recorder/terms=final_x" in overrides)
     ],
 )
 def test_compose_time_errors_name_the_config_path(
     tmp_path: Path, app: str, overrides: list[str], expected: list[str]
 ) -> None:
-    if "+recorder/terms=final_x" in overrides and app == "dataclass_app.py":
-        pytest.skip("the dataclass app stores no custom term")
     out = tmp_path / "run"
     proc = run_app(app, "+recorder=default", *overrides, f"hydra.run.dir={out}")
     assert proc.returncode != 0
