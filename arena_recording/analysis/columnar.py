@@ -36,7 +36,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 import pyarrow.parquet as pq
 
-from arena_recording.analysis.sweeps import JobRecording, flatten, parse_override
+from arena_recording.analysis.sweeps import JobRecording, flatten
 from arena_recording.core.format import (
     PRODUCER,
     SCHEMA_VERSION,
@@ -331,7 +331,7 @@ def _as_type(value: Any, type_: pa.DataType) -> Any:
 def job_columns(root: Path, jobs: Sequence[JobRecording]) -> dict[Path, dict[str, pa.Scalar]]:
     """Per job dir, the columns a sweep adds to its episodes: ``job_num``, ``job_dir``,
     ``job_status`` and ``override.<key>``, one type per column across the jobs."""
-    overrides = [dict(map(parse_override, job.overrides)) for job in jobs]
+    overrides = [job.override_values for job in jobs]
     keys = list(dict.fromkeys(k for o in overrides for k in o))
     types = {k: _value_type([o.get(k) for o in overrides]) for k in keys}
     columns = {}

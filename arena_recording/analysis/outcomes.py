@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from arena_recording.analysis.factors import Factor
-from arena_recording.analysis.sweeps import JobRecording, parse_override
+from arena_recording.analysis.sweeps import JobRecording
 
 if TYPE_CHECKING:
     from arena_recording.analysis.load import Recording
@@ -93,7 +93,7 @@ def success_rate(episodes: pd.DataFrame, conf_level: float = CONF_LEVEL) -> Rate
 
 def swept_overrides(jobs: Sequence[JobRecording]) -> list[str]:
     """The override keys whose values differ between the jobs: what the sweep varied."""
-    values = [dict(map(parse_override, job.overrides)) for job in jobs]
+    values = [job.override_values for job in jobs]
     keys = dict.fromkeys(k for v in values for k in v)
     return [k for k in keys if len({json.dumps(v.get(k), default=str) for v in values}) > 1]
 
@@ -107,7 +107,7 @@ def job_table(rec: Recording, conf_level: float = CONF_LEVEL) -> pd.DataFrame:
             episodes, head = rec.episodes, {"job": rec.path.name, "status": "file"}
         else:
             label = job.label(rec.path)
-            overrides = dict(map(parse_override, job.overrides))
+            overrides = job.override_values
             head = {"job": label, "status": job.status} | {k: overrides.get(k) for k in swept}
             mine = rec.episodes.get("job_num")
             episodes = rec.episodes if mine is None else rec.episodes[mine == job.num]

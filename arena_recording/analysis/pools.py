@@ -22,7 +22,7 @@ from typing import Any
 
 from arena_recording.analysis.load import Recording
 from arena_recording.analysis.outcomes import swept_overrides
-from arena_recording.analysis.sweeps import JobRecording, parse_override
+from arena_recording.analysis.sweeps import JobRecording
 
 POOLABLE_PREFIXES = ("variations.", "recorder.", "hydra.")
 
@@ -86,12 +86,12 @@ def pools(rec: Recording) -> list[Pool]:
     splitting = [k for k in swept if not poolable(k)]
     groups: dict[str, list[JobRecording]] = {}
     for job in jobs:
-        overrides = dict(map(parse_override, job.overrides))
+        overrides = job.override_values
         key = json.dumps([overrides.get(k) for k in splitting], default=str)
         groups.setdefault(key, []).append(job)
     found = []
     for members in groups.values():
-        overrides = dict(map(parse_override, members[0].overrides))
+        overrides = members[0].override_values
         fixed = {k: overrides.get(k) for k in splitting}
         varied = [k for k in swept_overrides(members) if poolable(k)]
         found.append(Pool(members, fixed, varied, sweep=True))

@@ -78,6 +78,11 @@ class JobRecording:
     def error(self) -> str | None:
         return next((m.error for m in self.manifests if m.error), None)
 
+    @property
+    def override_values(self) -> dict[str, Any]:
+        """The overrides parsed: key to value (``seed=3`` -> ``{"seed": 3}``)."""
+        return dict(map(parse_override, self.overrides))
+
     def label(self, root: Path) -> str:
         """How warnings and tables name it: ``job 3 (3)``, or ``run`` for the run dir itself."""
         if self.dir == root:
