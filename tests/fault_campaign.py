@@ -3,7 +3,8 @@
 Each run records a CartPole evaluation of a fixed number of episodes into a fresh dir with
 ``recorder.resume=true``: its writer process is SIGKILLed at a random moment (while starting,
 recording, flushing or finishing), the run is resumed, possibly killed again, and finally
-resumed to completion. After every kill and at the end, the records file is checked:
+resumed to completion. A kill's moment is drawn as a point in the run's progress (episodes
+ended), not in wall time, so the same kills land on a fast and on a slow machine. After every kill and at the end, the records file is checked:
 
 - every complete line parses; at most the last line is torn (and a resume cuts it off);
 - ``seq``, ``(run_id, episode_id)`` and ``(env_id, episode_in_env)`` never repeat;
@@ -69,7 +70,9 @@ def recorder(flush_every_s: float) -> dict[str, Any]:
 
 def record(out: str, plan: dict[str, Any], progress: Any = None) -> None:
     """One writer process: resume (or start) the recording in ``out`` and step CartPole until
-    every env met its quota. ``progress`` (a pipe) gets the records in the file after each step."""
+    every env met its quota. ``progress`` (a pipe) gets, after each step, the records in the
+    file (all segments) and the episodes ended so far; ``None`` as the last one when it starts
+    to finish."""
     import gymnasium as gym
     import numpy as np
 
@@ -90,7 +93,10 @@ def record(out: str, plan: dict[str, Any], progress: Any = None) -> None:
         while not env.identity.quota_met():
             env.step(rng.integers(0, 2, env.num_envs))
             if progress is not None:
-                progress.send(env.recorder.sink.seq)  # records in the file, all segments
+                ended = int(env.identity.episode_in_env.sum())
+                progress.send((env.recorder.sink.seq, ended))
+        if progress is not None:
+            progress.send(None)
         env.close()
 
 
@@ -234,7 +240,10 @@ def check_final(out: Path, plan: dict[str, Any], writers: int, figures: Figures)
 
 
 def one_run(ctx: Any, out: Path, plan: dict[str, Any], rng: random.Random, figures: Figures):
-    """Kill the writer ``plan['kills']`` times at random moments, then resume to the end."""
+    """Kill the writer ``plan['kills']`` times, then resume to the end. A fifth of the kills
+    land while the writer starts; the others once a random share of the run's episodes ended
+    (up to 90 %, so the writer is still recording or flushing); one in ten within 0.1 s of
+    the start of its finish (or after it ended: counted as no kill)."""
     writers = 0
     for _ in range(plan["kills"]):
         receive, send = ctx.Pipe(duplex=False)
@@ -242,24 +251,34 @@ def one_run(ctx: Any, out: Path, plan: dict[str, Any], rng: random.Random, figur
         writer.start()
         writers += 1
         send.close()
-        early = rng.random() < 0.2  # a fifth of the kills land while the writer starts
-        delay = rng.uniform(0.0, 0.05 if early else plan["kill_within_s"])
-        deadline = time.monotonic() + delay
+        moment, finishing = rng.random(), rng.uniform(0.0, 0.1)
+        if moment < 0.2:
+            target, deadline = None, time.monotonic() + rng.uniform(0.0, 0.05)
+        else:
+            share = float("inf") if moment > 0.9 else rng.uniform(0.0, 0.9)
+            target, deadline = share * plan["num_episodes"], float("inf")
         reported = 0
         while time.monotonic() < deadline and writer.is_alive():
             if receive.poll(0.005):
                 try:
-                    reported = receive.recv()
+                    progress = receive.recv()
                 except EOFError:
+                    break
+                if progress is None:  # it starts to finish
+                    deadline, target = time.monotonic() + finishing, None
+                    continue
+                reported, ended = progress
+                if target is not None and ended >= target:
                     break
         with contextlib.suppress(ProcessLookupError):  # it may have completed already
             os.kill(writer.pid, signal.SIGKILL)
         writer.join()
         while receive.poll():  # what it reported before it died
             try:
-                reported = receive.recv()
+                progress = receive.recv()
             except EOFError:
                 break
+            reported = reported if progress is None else progress[0]
         receive.close()
         if writer.exitcode != -signal.SIGKILL:
             figures.phase(f"none: the writer had ended (exit code {writer.exitcode})")
@@ -292,7 +311,6 @@ def campaign(runs: int, seed: int, root: Path | None = None) -> Figures:
                 "flush_every_s": rng.choice([0.0, 0.05, 0.5]),
                 "seed": rng.randrange(2**31),
                 "kills": rng.choice([1, 1, 2, 3]),
-                "kill_within_s": 2.0,
             }
             one_run(ctx, Path(tmp) / str(run), plan, rng, figures)
             figures.runs += 1
