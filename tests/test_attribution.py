@@ -135,6 +135,30 @@ def test_a_draw_for_another_episode_is_caught_at_the_flush(tmp_path, recorder_cf
     assert active_session() is None
 
 
+def test_the_episode_check_shared_by_a_batch_follows_the_identity(tmp_path, recorder_cfg):
+    """Variations drawn together share one episode check; a tensor reused after the identity
+    advanced is checked again, not taken from the earlier batch."""
+    mass, friction = build_variations(
+        {
+            "mass": {"sampler": {"type": "uniform", "low": 1, "high": 2}},
+            "friction": {"sampler": {"type": "uniform", "low": 0, "high": 1}},
+        }
+    )
+    session = Session({**recorder_cfg, "flush_every_s": 60.0}, tmp_path).start()
+    identity = EpisodeIdentity(NUM_ENVS)
+    recorder = session.bind(identity, seed=0, variations=[mass, friction])
+    ids = torch.arange(NUM_ENVS)
+    episodes = identity.episode_in_env.clone()
+    mass.sample(ids, seed=0, episode_in_env=episodes)
+    friction.sample(ids, seed=0, episode_in_env=episodes)  # the same batch: right
+    recorder.close(end(ids, torch.full((NUM_ENVS,), 3)))
+    identity.advance(ids, torch.ones(NUM_ENVS, dtype=torch.bool))
+    mass.sample(ids, seed=0, episode_in_env=episodes)  # the closed episodes' numbers: stale
+    with pytest.raises(DrawError, match=r"'mass' was drawn for episode 0 of env 0"):
+        session.finish()
+    session.finish("failed")
+
+
 def test_numeric_choices_are_recorded_exactly_as_configured(tmp_path, recorder_cfg):
     choice = VariationBase(VariationCfg(key="friction", sampler=ChoiceCfg(choices=[0.1, 0.3])))
     level = VariationBase(VariationCfg(key="level", sampler=ChoiceCfg(choices=[1, 2.5, 7])))

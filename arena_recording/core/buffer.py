@@ -19,6 +19,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 import queue
 from collections import defaultdict
 
@@ -80,9 +81,7 @@ class DeviceLog:
             tail = tuple(segments[0].shape[1:])
             rows = sum(s.shape[0] for s in segments)
             layout[name] = (offset, dtype, (rows, *tail))
-            offset += (
-                -(-rows * int(np.prod(tail, dtype=np.int64)) * dtype.itemsize // _ALIGN) * _ALIGN
-            )
+            offset += -(-rows * math.prod(tail) * dtype.itemsize // _ALIGN) * _ALIGN
         if offset > self._staging.numel():
             self._staging = torch.empty(offset, dtype=torch.uint8, device=self.device)
         if offset > host.numel():
@@ -109,7 +108,7 @@ class DeviceLog:
 def _view(
     buffer: torch.Tensor, start: int, dtype: torch.dtype, shape: tuple[int, ...]
 ) -> torch.Tensor:
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    nbytes = math.prod(shape) * dtype.itemsize
     return buffer[start : start + nbytes].view(dtype).view(shape)
 
 

@@ -211,6 +211,8 @@ _SEPARATORS = (
 
 
 def _escape_separators(block: bytes) -> bytes:
+    if block.isascii():  # one fast pass: the usual block (numbers, ASCII names) has none
+        return block
     for raw, escaped in _SEPARATORS:
         if raw in block:
             block = block.replace(raw, escaped)

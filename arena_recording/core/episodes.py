@@ -41,6 +41,7 @@ class EpisodeIdentity:
         self.episode_id.copy_(torch.arange(num_envs, device=self.device))
         self._next_id = torch.tensor(num_envs, dtype=torch.int64, device=self.device)
         self.quota: torch.Tensor | None = None
+        self.version = 0  # bumped whenever episodes are renumbered: host-side cache keys
         if num_episodes is not None:
             self.set_quota(num_episodes)
 
@@ -48,6 +49,7 @@ class EpisodeIdentity:
         """Number the episodes after those a recording already holds: ``episode_id`` from
         ``next_episode_id``, each env's ``episode_in_env`` from ``next_in_env`` (a resume
         continues both; a second env bound in one session continues ``episode_id`` only)."""
+        self.version += 1
         self.episode_id.add_(next_episode_id)
         self._next_id += next_episode_id
         if next_in_env is not None:
@@ -73,6 +75,7 @@ class EpisodeIdentity:
 
     def advance(self, env_ids: torch.Tensor, started: torch.Tensor) -> None:
         """Open the next episode for the ``env_ids`` whose episode ``started``; keep the rest."""
+        self.version += 1
         started = started.to(torch.int64)
         self.episode_in_env.index_add_(0, env_ids, started)
         new_ids = self._next_id + started.cumsum(0) - 1

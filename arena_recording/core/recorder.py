@@ -259,6 +259,7 @@ class EpisodeRecorder:
         capacity = capacity_bytes or _CAPACITY_PER_ENV * max(identity.num_envs, 1024)
         self._log = DeviceLog(device, capacity)
         self._events: list[Any] = []
+        self._stale_cache: tuple[Any, Any, int, torch.Tensor] | None = None
         self._lock = threading.Lock()
         self._finished = False
         self._warned = False
@@ -413,11 +414,23 @@ class EpisodeRecorder:
 
     def _stale(self, draw: Draw) -> torch.Tensor:
         """Per drawn row, the episode it was drawn for where that is not the episode the
-        identity has open in its env, else -1 (on the device, no synchronization)."""
+        identity has open in its env, else -1 (on the device, no synchronization). Computed
+        once per reset batch: the variations drawn together share their ``env_ids`` and
+        ``episode_in_env`` tensors (compared as objects, with the identity's version)."""
+        cached = self._stale_cache
+        if (
+            cached is not None
+            and cached[0] is draw.env_ids
+            and cached[1] is draw.episode_in_env
+            and cached[2] == self.identity.version
+        ):
+            return cached[3]
         device = self.identity.device
         drawn = draw.episode_in_env.to(device, torch.int64)
         open_ = self.identity.episode_in_env.index_select(0, draw.env_ids.to(device))
-        return torch.where(drawn != open_, drawn, -1)
+        stale = torch.where(drawn != open_, drawn, -1)
+        self._stale_cache = (draw.env_ids, draw.episode_in_env, self.identity.version, stale)
+        return stale
 
     # close-time work ----------------------------------------------------------------------------
 
