@@ -178,7 +178,7 @@ def test_interval_draws_belong_to_their_episode_and_are_evicted(tmp_path, record
         push.sample(torch.tensor([1]), seed=SEED, episode_in_env=torch.ones(1).long(), step=1)
         adapter.recorder.flush()
         adapter.recorder._thread.drain()
-        factors = adapter.recorder._factors
+        factors = adapter.recorder.writer._factors
         assert list(factors["push"].interval) == [1]  # only the open episode's draw is kept
         assert (factors["mass"].count == 1).all()  # the next episodes' draws, nothing older
         adapter.reset([0, 1])

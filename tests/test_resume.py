@@ -48,7 +48,9 @@ def kill_while_recording(ctx, out: Path, plan: dict, at_least: int) -> int:
     written = 0
     while written < at_least:
         assert receive.poll(60), "the writer stopped reporting"
-        written = receive.recv()
+        progress = receive.recv()
+        assert progress is not None, "the writer finished before it was killed"
+        written = progress[0]  # (records in the file, episodes ended)
     os.kill(writer.pid, signal.SIGKILL)
     writer.join()
     assert writer.exitcode == -signal.SIGKILL

@@ -466,6 +466,16 @@ class ReplayCfg:
     episodes: list[int] | None = None
 
 
+class WriterKind(StrEnum):
+    """Where records are replayed, encoded and written: ``thread`` (a thread of the process
+    that steps the env), ``process`` (a child process: off that process's interpreter lock),
+    ``auto`` (a process for a CUDA env, else a thread)."""
+
+    auto = "auto"
+    thread = "thread"
+    process = "process"
+
+
 @dataclass
 class RecorderCfg:
     """What a session records and how it writes. A Hydra job records when its ``recorder``
@@ -475,7 +485,8 @@ class RecorderCfg:
     fsync per flush); ``resume`` appends to an existing recording in the output dir
     instead of refusing to touch it; ``flush_every_s`` bounds what a hard kill can lose:
     records reach the file at least that often (``0``: at every reset batch, on the stepping
-    thread); ``report`` asks the Hydra callback for an HTML report
+    thread); ``writer`` where records are encoded and written (``WriterKind``: by default a
+    child process for a CUDA env); ``report`` asks the Hydra callback for an HTML report
     (``arena_recording.analysis.report``) when the job, and the multirun, ends.
     ``replay`` runs recorded episodes again with the factor values they ran with.
 
@@ -491,6 +502,7 @@ class RecorderCfg:
     resume: bool = False
     report: bool = False
     flush_every_s: float = 1.0
+    writer: WriterKind = WriterKind.auto
     replay: ReplayCfg | None = None
 
 

@@ -581,6 +581,7 @@ class Session:
             env=env,
             termination_names=termination_names,
             flush_every_s=self.cfg.flush_every_s,
+            writer=self.cfg.writer,
         )
         for variation in variations:
             recorder.track(variation)

@@ -39,10 +39,18 @@ class JsonlSink:
     its process. ``new=True`` claims the file: it must not exist yet, which two processes
     starting into one dir cannot both pass. A write that fails (a full disk) is cut back off
     the file, so the lines already there stay whole; ``error`` keeps that failure.
+    ``claim=False`` writes on behalf of a sink that holds the claim (a writer process): no
+    lock, no repair.
     """
 
     def __init__(
-        self, path: Path, *, fsync: bool = False, start_seq: int = 0, new: bool = False
+        self,
+        path: Path,
+        *,
+        fsync: bool = False,
+        start_seq: int = 0,
+        new: bool = False,
+        claim: bool = True,
     ) -> None:
         self.path = path
         self.fsync = fsync
@@ -58,7 +66,8 @@ class JsonlSink:
                 "same time); a recording is never overwritten"
             ) from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if claim:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             raise FileExistsError(
@@ -66,7 +75,8 @@ class JsonlSink:
                 "dir or its own RANK"
             ) from None
         self._file = open(fd, "ab", buffering=0)  # noqa: SIM115 - closed in close()
-        self._repair()
+        if claim:
+            self._repair()
         self._size = os.fstat(fd).st_size
 
     def _repair(self) -> None:
