@@ -14,9 +14,11 @@ import torch
 from arena_recording.core import philox
 from arena_recording.core.philox import (
     derive_key,
+    key_schedule,
     philox4x32,
     philox4x32_numpy,
     philox_uniforms,
+    philox_uniforms_multi,
     round_keys,
 )
 from arena_recording.core.sampling import counter_uniforms, stable_hash
@@ -43,9 +45,22 @@ def _key(words: tuple[int, int]) -> int:
     return words[0] | words[1] << 32
 
 
+def _schedule(key: int) -> np.ndarray:
+    """``key``'s round keys as the ``(ROUNDS, 2, 1)`` array :func:`philox4x32_numpy` takes."""
+    return np.array(key_schedule(key), dtype=np.uint32)[..., None]
+
+
+def _reference(key: int, env: int, episode: int, draw: int, component: int) -> float:
+    """One uniform straight from the numpy rounds."""
+    words = [w & philox.MASK32 for w in (env, episode, draw, component)]
+    counter = np.array(words, dtype=np.uint32)[:, None]
+    w0, w1, _, _ = (int(w[0]) for w in philox4x32_numpy(counter, _schedule(key)))
+    return (w0 << 21 | w1 >> 11 | 1) / 2**53
+
+
 @pytest.mark.parametrize(("counter", "key", "expected"), KNOWN_ANSWERS)
 def test_numpy_rounds_give_random123_known_answers(counter, key, expected):
-    out = philox4x32_numpy(np.array(counter, dtype=np.uint32).reshape(4, 1), _key(key))
+    out = philox4x32_numpy(np.array(counter, dtype=np.uint32).reshape(4, 1), _schedule(_key(key)))
     assert [int(word[0]) for word in out] == list(expected)
 
 
@@ -60,11 +75,9 @@ def test_torch_rounds_give_random123_known_answers(counter, key, expected, devic
 def test_element_is_philox_of_env_episode_draw_component():
     env_ids, episodes = torch.tensor([3, -1]), torch.tensor([5, -1])
     u = philox_uniforms(KEY, env_ids, episodes, draw_index=2, numel=3)
-    for i, (env, episode) in enumerate([(3, 5), (0xFFFFFFFF, 0xFFFFFFFF)]):
+    for i, (env, episode) in enumerate([(3, 5), (-1, -1)]):
         for j in range(3):
-            counter = np.array([env, episode, 2, j], dtype=np.uint32).reshape(4, 1)
-            w0, w1, _, _ = (int(word[0]) for word in philox4x32_numpy(counter, KEY))
-            assert u[i, j].item() == ((w0 << 21 | w1 >> 11 | 1) / 2**53)
+            assert u[i, j].item() == _reference(KEY, env, episode, 2, j)
 
 
 def test_key_mixes_seed_and_64_bit_key_hash():
@@ -148,6 +161,60 @@ def test_every_backend_gives_the_same_bits(device):
         assert torch.equal(scalar.cpu(), philox_uniforms(KEY, env_ids, episodes, 7, 3)), backend
 
 
+MULTI_KEYS = [derive_key(7, stable_hash(k)) for k in ("pose", "mass", "size", "color", "damp")]
+
+
+def _singles(keys, numels, *ids, backend=None) -> torch.Tensor:
+    return torch.cat(
+        [philox_uniforms(k, *ids, m, backend=backend) for k, m in zip(keys, numels, strict=True)], 1
+    )
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("numels", [(1, 3, 1, 1, 1), (1,), (4,), (2, 0, 3), (1, 1)])
+def test_a_multi_draw_is_the_single_draws_side_by_side(device, numels):
+    generator = torch.Generator().manual_seed(4)
+    env_ids = torch.randint(-1, 65_536, (2 * 301,), generator=generator)
+    episodes = torch.randint(-1, 10_000, (2 * 301,), generator=generator)
+    draws = torch.randint(0, 2**40, (2 * 301,), generator=generator)
+    keys = MULTI_KEYS[: len(numels)]
+    backends = ["numpy", "eager"] if device == "cpu" else CUDA_BACKENDS
+    for view in (slice(None), slice(1, None, 2)):  # contiguous and strided
+        ids = tuple(t[view].to(device) for t in (env_ids, episodes))
+        for draw in (0, 2**33 + 5, draws[view].to(device)):
+            for backend in backends:
+                got = philox_uniforms_multi(keys, numels, *ids, draw, backend=backend)
+                assert got.shape == (ids[0].shape[0], sum(numels)) and got.device.type == device
+                singles = _singles(keys, numels, *ids, draw, backend=backend)
+                assert torch.equal(got, singles), (backend, draw)
+    # Not only self-consistent: the last column of every block is its key's Philox value.
+    got = philox_uniforms_multi(keys, numels, env_ids[:3], episodes[:3], draws[:3]).tolist()
+    ends = np.cumsum(numels)
+    for i in range(3):
+        for key, numel, end in zip(keys, numels, ends, strict=True):
+            if numel:
+                counter = (int(env_ids[i]), int(episodes[i]), int(draws[i]), numel - 1)
+                assert got[i][end - 1] == _reference(key, *counter)
+
+
+def test_a_multi_draw_accepts_any_sequences_and_checks_their_lengths():
+    env_ids, episodes = torch.arange(5), torch.arange(5) % 2
+    got = philox_uniforms_multi(iter(MULTI_KEYS[:2]), [2, 1], env_ids, episodes, 3)
+    assert torch.equal(got, _singles(MULTI_KEYS[:2], (2, 1), env_ids, episodes, 3))
+    with pytest.raises(ValueError, match="2 keys but 3 numels"):
+        philox_uniforms_multi(MULTI_KEYS[:2], (1, 1, 1), env_ids, episodes, 0)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_an_empty_multi_draw_has_the_right_shape(device):
+    ids = torch.arange(4, device=device), torch.zeros(4, dtype=torch.int64, device=device)
+    none = ids[0][:0], ids[1][:0]
+    assert philox_uniforms_multi(MULTI_KEYS[:2], (1, 3), *none, 0).shape == (0, 4)
+    assert philox_uniforms_multi((), (), *ids, 0).shape == (4, 0)
+    empty = philox_uniforms_multi(MULTI_KEYS[:2], (0, 0), *ids, ids[1])
+    assert empty.shape == (4, 0) and empty.device.type == device
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_an_empty_batch_draws_nothing(device):
     none = torch.zeros(0, dtype=torch.int64, device=device)
@@ -166,6 +233,8 @@ def test_cuda_draw_never_synchronizes_with_the_host():
             philox_uniforms(KEY, env_ids, episodes, draw_index, 3)
         philox_uniforms(KEY, env_ids, episodes, episodes, 3)
         philox_uniforms(derive_key(1, 2), env_ids, episodes, 9, 3)  # a new key and index
+        philox_uniforms_multi(MULTI_KEYS, (1, 3, 1, 1, 1), env_ids, episodes, 4)  # new tables
+        philox_uniforms_multi(MULTI_KEYS[:2], (2, 2), env_ids, episodes, episodes)
     finally:
         torch.cuda.set_sync_debug_mode("default")
 
@@ -176,8 +245,9 @@ def test_triton_kernel_gives_the_numpy_bits_in_tritons_interpreter():
     script = textwrap.dedent(
         """
         import torch
-        from arena_recording.core.philox import derive_key, philox_uniforms
+        from arena_recording.core.philox import derive_key, philox_uniforms, philox_uniforms_multi
         key = derive_key(7, 99)
+        keys = [derive_key(7, k) for k in range(5)]
         g = torch.Generator().manual_seed(0)
         env = torch.randint(-1, 70_000, (300,), generator=g)
         episode = torch.randint(-1, 10**6, (300,), generator=g)
@@ -187,6 +257,11 @@ def test_triton_kernel_gives_the_numpy_bits_in_tritons_interpreter():
             for numel in (1, 3):
                 got = philox_uniforms(key, *ids, draw, numel, backend="triton")
                 assert torch.equal(got, philox_uniforms(key, *ids, draw, numel)), (draw, numel)
+            for numels in ((1, 3, 1, 1, 1), (2,), (1, 0, 2)):
+                ks = keys[: len(numels)]
+                got = philox_uniforms_multi(ks, numels, *ids, draw, backend="triton")
+                want = philox_uniforms_multi(ks, numels, *ids, draw)
+                assert torch.equal(got, want), (draw, numels)
         print("same bits")
         """
     )
@@ -216,12 +291,16 @@ def test_triton_is_the_cuda_default_and_serves_odd_shapes_and_strided_inputs():
 
 
 @needs_triton_on_cuda
-def test_triton_draws_of_any_batch_size_share_one_kernel_per_draw_index_kind():
+def test_triton_draws_of_any_batch_size_and_keys_share_one_kernel_per_draw_index_kind():
     env_ids = torch.arange(70_000, device="cuda")
     episodes = env_ids % 13
     for n in (1, 2, 45, 256, 257, 4_096, 70_000):
         for numel in (1, 2, 3, 16):
             philox_uniforms(KEY, env_ids[:n], episodes[-n:], 0, numel)
             philox_uniforms(KEY, env_ids[:n], episodes[-n:], episodes[:n], numel)
+        for numels in ((1, 3, 1, 1, 1), (2, 5), (1,)):  # other keys and widths: no new kernel
+            keys = MULTI_KEYS[: len(numels)]
+            philox_uniforms_multi(keys, numels, env_ids[:n], episodes[-n:], 7)
+            philox_uniforms_multi(keys, numels, env_ids[:n], episodes[-n:], episodes[:n])
     device = torch.cuda.current_device()
     assert len(philox._philox_kernel.device_caches[device][0]) == 2

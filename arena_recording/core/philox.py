@@ -7,15 +7,20 @@ never depends on which other envs reset with it or which other variations are en
 cuRAND and ``torch.rand`` on CUDA) has a 128-bit counter and a 64-bit key: distinct counters
 never give the same block, so draws do not collide at the birthday rate of a 32-bit state.
 
+One draw may hold several keys side by side (:func:`philox_uniforms_multi`: column ``c`` has
+its own key and component index, read from per-column tables), so all the variations an env
+draws at a reset cost one launch: on CUDA a draw is bound by its host launch cost, not by the
+kernel.
+
 Three implementations give bit-identical uniforms (tested against each other and against
 Random123's known answers):
 
 - CUDA: one hand-written Triton kernel per draw (32-bit ``tl.umulhi``, masked, so one compiled
-  kernel serves every batch size and component count), launched without any host
-  synchronization; about the cost of a ``torch.rand`` launch.
-- CUDA without Triton: int64 torch ops compiled into fused kernels (``torch.compile``; two per
-  draw, compiled on first use). Every 32x32-bit product is split into partial products below
-  2**49, so no int64 ever overflows on any backend.
+  kernel serves every batch size, key set and component count), launched without any host
+  synchronization.
+- CUDA without Triton: int64 torch ops compiled into fused kernels (``torch.compile``, on
+  first use). Every 32x32-bit product is split into partial products below 2**49, so no int64
+  ever overflows on any backend.
 - CPU: numpy uint64/uint32 arrays, whose wrap-around is defined; a small draw costs a few
   dozen numpy calls instead of a few hundred torch calls, and needs no compiler.
 
@@ -25,6 +30,7 @@ Example::
 
     key = derive_key(seed=7, key_hash=stable_hash("object.friction"))
     u = philox_uniforms(key, env_ids, episode_in_env, draw_index=0, numel=3)  # (n, 3) float64
+    u = philox_uniforms_multi([key, other_key], [3, 1], env_ids, episode_in_env, 0)  # (n, 4)
 """
 
 from __future__ import annotations
@@ -32,7 +38,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import sys
-from typing import Literal
+from collections.abc import Sequence
+from typing import Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -86,13 +93,36 @@ def key_schedule(key: int) -> list[tuple[int, int]]:
 def round_keys(key: int, device: torch.device) -> torch.Tensor:
     """The key schedule as a ``(ROUNDS, 2)`` int64 tensor, built once per key and device.
 
-    A tensor rather than Python ints, so that a compiled draw is traced once for every key. It
-    is computed on the device from Python constants: no host-to-device copy, which from pageable
-    memory would synchronize the stream.
+    It is computed on the device from Python constants: no host-to-device copy, which from
+    pageable memory would synchronize the stream.
     """
     rounds = torch.arange(ROUNDS, dtype=torch.int64, device=device)
     k0, k1 = key & MASK32, key >> 32
     return torch.stack([(k0 + rounds * WEYL[0]) & MASK32, (k1 + rounds * WEYL[1]) & MASK32], 1)
+
+
+class _Columns(NamedTuple):
+    """What a draw needs to know of each of its columns, on one device."""
+
+    table: torch.Tensor  # (2 * ROUNDS + 1, width) int64: round keys, then component indices
+    keys: torch.Tensor  # (ROUNDS, 2, width) view of the table's round keys
+    components: torch.Tensor  # (width,) view of its last row
+
+
+@functools.lru_cache(maxsize=256)
+def _columns(keys: tuple[int, ...], numels: tuple[int, ...], device: torch.device) -> _Columns:
+    """Per-column round keys and component indices of a multi-key draw, built once per device.
+
+    Tensors rather than Python ints, so that one compiled kernel serves every key set; built on
+    the device from cached schedules (no host-to-device copy).
+    """
+    schedules = [
+        round_keys(k, device).reshape(2 * ROUNDS, 1).expand(-1, m)
+        for k, m in zip(keys, numels, strict=True)
+    ]
+    components = [torch.arange(m, dtype=torch.int64, device=device) for m in numels]
+    table = torch.cat([torch.cat(schedules, 1), torch.cat(components).unsqueeze(0)])
+    return _Columns(table, table[: 2 * ROUNDS].view(ROUNDS, 2, -1), table[2 * ROUNDS])
 
 
 @functools.lru_cache(maxsize=1024)
@@ -115,7 +145,8 @@ def _mulhilo(multiplier: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
 def philox4x32(counter: Counter, keys: torch.Tensor) -> Counter:
     """Philox4x32-10 of broadcastable int64 counter words in ``[0, 2**32)``.
 
-    ``keys`` is the schedule from :func:`round_keys`; the four output words equal Random123's
+    ``keys`` is a ``(ROUNDS, 2, ...)`` schedule (:func:`round_keys`, or one per column) that
+    broadcasts against the words; the four output words equal Random123's
     ``philox4x32(ctr, key)``, as int64 in ``[0, 2**32)``.
     """
     c0, c1, c2, c3 = counter
@@ -128,18 +159,18 @@ def philox4x32(counter: Counter, keys: torch.Tensor) -> Counter:
 
 def _torch_uniforms(
     keys: torch.Tensor,
+    components: torch.Tensor,
     env_ids: torch.Tensor,
     episode_in_env: torch.Tensor,
     draw_index: torch.Tensor,
-    numel: int,
 ) -> torch.Tensor:
-    """Uniforms of shape ``(len(env_ids), numel)``; see :func:`philox_uniforms`."""
+    """Uniforms of shape ``(len(env_ids), width)``; see :func:`philox_uniforms_multi`."""
     draw_index = draw_index & MASK32
     counter = (
         (env_ids & MASK32).unsqueeze(1),
         (episode_in_env & MASK32).unsqueeze(1),
         draw_index.unsqueeze(1) if draw_index.ndim else draw_index,
-        torch.arange(numel, device=env_ids.device, dtype=torch.int64),
+        components,
     )
     w0, w1, _, _ = philox4x32(counter, keys)
     odd = (w0 << 21) | (w1 >> 11) | 1  # 2k + 1 with k the top 52 bits of (w0, w1)
@@ -148,13 +179,13 @@ def _torch_uniforms(
 
 def _one_index_uniforms(
     keys: torch.Tensor,
+    components: torch.Tensor,
     env_ids: torch.Tensor,
     episode_in_env: torch.Tensor,
     draw_index: torch.Tensor,
-    numel: int,
 ) -> torch.Tensor:
     """:func:`_torch_uniforms` with one draw index (0-d) for every env."""
-    return _torch_uniforms(keys, env_ids, episode_in_env, draw_index, numel)
+    return _torch_uniforms(keys, components, env_ids, episode_in_env, draw_index)
 
 
 @functools.cache
@@ -162,7 +193,7 @@ def _compiled(scalar_index: bool):
     """The compiled draw for one draw-index kind, built on first use (compiling imports Inductor).
 
     Two entry points, so that each has its own recompile limit for the size-0/1
-    specializations of envs and components.
+    specializations of envs and columns.
     """
     fn = _one_index_uniforms if scalar_index else _torch_uniforms
     return torch.compile(fn, dynamic=True, fullgraph=True)
@@ -179,14 +210,15 @@ if triton is not None:
     _SCALE_TL = tl.constexpr(_SCALE)
 
     # Sizes and strides are runtime values and the index pointers may be unaligned slices, so
-    # one compiled kernel serves every batch (only a scalar draw index is a second kernel).
+    # one compiled kernel serves every batch and key set (only a scalar draw index is a second
+    # kernel). Column c reads its round keys and component index from column c of ``table``.
     @triton.jit(
-        do_not_specialize=["env_stride", "episode_stride", "draw_stride", "total", "numel"],
+        do_not_specialize=["env_stride", "episode_stride", "draw_stride", "total", "width"],
         do_not_specialize_on_alignment=["env_ptr", "episode_ptr", "draw_ptr"],
     )
     def _philox_kernel(
         out_ptr,
-        keys_ptr,
+        table_ptr,
         env_ptr,
         episode_ptr,
         draw_ptr,
@@ -194,25 +226,26 @@ if triton is not None:
         episode_stride,
         draw_stride,
         total,
-        numel,
+        width,
         SCALAR_DRAW: tl.constexpr,
         BLOCK: tl.constexpr,
     ):
         offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         mask = offs < total
-        row = offs // numel
+        row = offs // width
+        col = offs % width
         c0 = tl.load(env_ptr + row * env_stride, mask=mask, other=0).to(tl.uint32)
         c1 = tl.load(episode_ptr + row * episode_stride, mask=mask, other=0).to(tl.uint32)
         if SCALAR_DRAW:
             c2 = tl.full([BLOCK], 0, tl.uint32) + tl.load(draw_ptr).to(tl.uint32)
         else:
             c2 = tl.load(draw_ptr + row * draw_stride, mask=mask, other=0).to(tl.uint32)
-        c3 = (offs % numel).to(tl.uint32)
+        c3 = tl.load(table_ptr + 2 * _ROUNDS * width + col, mask=mask, other=0).to(tl.uint32)
         m0 = tl.full([BLOCK], _M0, tl.uint32)
         m1 = tl.full([BLOCK], _M1, tl.uint32)
         for r in tl.static_range(_ROUNDS):
-            k0 = tl.load(keys_ptr + 2 * r).to(tl.uint32)
-            k1 = tl.load(keys_ptr + 2 * r + 1).to(tl.uint32)
+            k0 = tl.load(table_ptr + 2 * r * width + col, mask=mask, other=0).to(tl.uint32)
+            k1 = tl.load(table_ptr + (2 * r + 1) * width + col, mask=mask, other=0).to(tl.uint32)
             hi0, lo0 = tl.umulhi(m0, c0), m0 * c0
             hi1, lo1 = tl.umulhi(m1, c2), m1 * c2
             c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
@@ -221,33 +254,34 @@ if triton is not None:
 
 
 def _triton_uniforms(
-    key: int,
+    table: torch.Tensor,
     env_ids: torch.Tensor,
     episode_in_env: torch.Tensor,
     draw_index: torch.Tensor,
-    numel: int,
 ) -> torch.Tensor:
     """:func:`_torch_uniforms` as one Triton kernel launch (Triton's interpreter runs it on CPU)."""
-    n = env_ids.shape[0]
-    total = n * numel
+    n, width = env_ids.shape[0], table.shape[1]
+    total = n * width
     if total > _MAX_ELEMENTS:
         raise ValueError(f"a Triton draw holds at most {_MAX_ELEMENTS} values, not {total}")
     device = env_ids.device
-    out = torch.empty((n, numel), dtype=torch.float64, device=device)
-    draw_stride = draw_index.stride(0) if draw_index.ndim else 0
-    with torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext():
+    out = torch.empty((n, width), dtype=torch.float64, device=device)
+    scalar_draw = draw_index.ndim == 0
+    # Triton launches on the current device; switching costs host time, so only when needed.
+    other_device = device.type == "cuda" and device.index != torch.cuda.current_device()
+    with torch.cuda.device(device) if other_device else contextlib.nullcontext():
         _philox_kernel[(triton.cdiv(total, _BLOCK),)](
             out,
-            round_keys(key, device),
+            table,
             env_ids,
             episode_in_env,
             draw_index,
             env_ids.stride(0),
             episode_in_env.stride(0),
-            draw_stride,
+            0 if scalar_draw else draw_index.stride(0),
             total,
-            numel,
-            SCALAR_DRAW=draw_index.ndim == 0,
+            width,
+            SCALAR_DRAW=scalar_draw,
             BLOCK=_BLOCK,
         )
     return out
@@ -259,46 +293,114 @@ _MULTIPLIERS_NP = np.array(MULTIPLIERS, dtype=np.uint64).reshape(2, 1)
 _LOW, _HIGH = (0, 1) if sys.byteorder == "little" else (1, 0)  # uint32 halves of a uint64
 
 
-@functools.lru_cache(maxsize=1024)
-def _round_keys_np(key: int) -> tuple[np.ndarray, ...]:
-    return tuple(np.array(k, dtype=np.uint32).reshape(2, 1) for k in key_schedule(key))
+@functools.lru_cache(maxsize=256)
+def _columns_numpy(keys: tuple[int, ...], numels: tuple[int, ...]) -> tuple[np.ndarray, ...]:
+    """Per-column round keys ``(ROUNDS, 2, width)`` and component indices ``(width,)``, uint32."""
+    schedules = np.array([key_schedule(k) for k in keys], dtype=np.uint32)  # (keys, ROUNDS, 2)
+    starts = np.cumsum(numels) - numels
+    components = np.arange(sum(numels)) - np.repeat(starts, numels)
+    column_keys = schedules[np.repeat(np.arange(len(keys)), numels)].transpose(1, 2, 0)
+    return np.ascontiguousarray(column_keys), components.astype(np.uint32)
 
 
-def philox4x32_numpy(counter: np.ndarray, key: int) -> tuple[np.ndarray, ...]:
+def philox4x32_numpy(counter: np.ndarray, round_keys: np.ndarray) -> tuple[np.ndarray, ...]:
     """Philox4x32-10 of a ``(4, m)`` uint32 counter array; returns the four uint32 output words.
 
-    Words 0 and 2 are multiplied as one ``(2, m)`` uint64 product whose uint32 halves are views,
-    so a round is three numpy calls.
+    ``round_keys`` is a ``(ROUNDS, 2, m)`` (or ``(ROUNDS, 2, 1)``) uint32 schedule. Words 0 and 2
+    are multiplied as one ``(2, m)`` uint64 product whose uint32 halves are views, into two
+    alternating buffers whose views are made once, so a round is three numpy calls that
+    allocate nothing.
     """
     pair, other = counter[0::2], counter[1::2]  # (c0, c2), (c1, c3)
-    for round_key in _round_keys_np(key):
-        halves = (pair * _MULTIPLIERS_NP).view(np.uint32)  # row i: lo, hi, lo, hi, ...
-        pair = np.bitwise_xor(halves[::-1, _HIGH::2], other)  # hi1 ^ c1, hi0 ^ c3
+    products = np.empty((2, *pair.shape), dtype=np.uint64)
+    halves = products.view(np.uint32)  # row i of a product: lo, hi, lo, hi, ...
+    highs, lows = halves[:, ::-1, _HIGH::2], halves[:, ::-1, _LOW::2]  # (hi1, hi0), (lo1, lo0)
+    words = np.empty(pair.shape, dtype=np.uint32)
+    for r, round_key in enumerate(round_keys):
+        np.multiply(pair, _MULTIPLIERS_NP, out=products[r & 1])
+        pair = np.bitwise_xor(highs[r & 1], other, out=words)  # hi1 ^ c1, hi0 ^ c3
         pair ^= round_key
-        other = halves[::-1, _LOW::2]  # lo1, lo0
+        other = lows[r & 1]
     return pair[0], other[0], pair[1], other[1]
 
 
 def _numpy_uniforms(
-    key: int,
+    column_keys: np.ndarray,
+    components: np.ndarray,
+    env_ids: np.ndarray,
+    episode_in_env: np.ndarray,
+    draw_index: torch.Tensor | int,
+) -> torch.Tensor:
+    """Uniforms of shape ``(len(env_ids), width)``; see :func:`philox_uniforms_multi`."""
+    n, width = env_ids.shape[0], components.shape[0]
+    # Column-major (width, n), so that per-column values broadcast along contiguous rows; the
+    # assignment casts take each word mod 2**32.
+    counter = np.empty((4, width, n), dtype=np.uint32)
+    counter[0] = env_ids
+    counter[1] = episode_in_env
+    counter[2] = np.asarray(draw_index)
+    counter[3] = components[:, None]
+    schedule = np.repeat(column_keys, n, axis=2)  # contiguous: ufuncs that broadcast cost more
+    w0, w1, _, _ = philox4x32_numpy(counter.reshape(4, -1), schedule)
+    out = np.empty((n, width))
+    # (w0 << 21 | w1 >> 11 | 1) * 2**-53 as an exact float64 sum of its non-overlapping parts.
+    u = np.multiply(w0.reshape(width, n), 2.0**-32, out=out.T)
+    low = np.right_shift(w1, 11)
+    low |= 1
+    u += (low * _SCALE).reshape(width, n)
+    return torch.from_numpy(out)
+
+
+# --- entry points ---------------------------------------------------------------------------
+
+
+def philox_uniforms_multi(
+    keys: Sequence[int],
+    numels: Sequence[int],
     env_ids: torch.Tensor,
     episode_in_env: torch.Tensor,
     draw_index: torch.Tensor | int,
-    numel: int,
+    *,
+    backend: Backend | None = None,
 ) -> torch.Tensor:
-    n = env_ids.shape[0]
-    counter = np.empty((4, n, numel), dtype=np.uint32)
-    counter[0] = (env_ids.numpy() & MASK32)[:, None]
-    counter[1] = (episode_in_env.numpy() & MASK32)[:, None]
-    draw = np.asarray(draw_index, dtype=np.int64) & MASK32
-    counter[2] = draw[:, None] if draw.ndim else draw
-    counter[3] = np.arange(numel, dtype=np.uint32)
-    w0, w1, _, _ = philox4x32_numpy(counter.reshape(4, -1), key)
-    odd = (w0.astype(np.uint64) << 21) | (w1 >> 11) | 1
-    return torch.from_numpy((odd.astype(np.float64) * _SCALE).reshape(n, numel))
+    """Several keys' uniforms in one draw: float64 ``(len(env_ids), sum(numels))``.
 
-
-# --- entry point ----------------------------------------------------------------------------
+    Column block ``f`` (``numels[f]`` columns from ``sum(numels[:f])``) is bit for bit
+    ``philox_uniforms(keys[f], env_ids, episode_in_env, draw_index, numels[f])``, so an env's
+    variations cost one launch per reset batch instead of one each (on CUDA a Triton draw is
+    bound by its host launch cost). The per-column key and component tables are built once per
+    (keys, numels, device) and cached.
+    """
+    keys, numels = tuple(keys), tuple(numels)
+    if len(keys) != len(numels):
+        raise ValueError(f"{len(keys)} keys but {len(numels)} numels")
+    device = env_ids.device
+    if backend is None:
+        if device.type == "cpu":
+            backend = "numpy"
+        else:
+            backend = "triton" if triton is not None and device.type == "cuda" else "compiled"
+    if env_ids.dtype != torch.int64:
+        env_ids = env_ids.to(torch.int64)
+    if episode_in_env.dtype != torch.int64 or episode_in_env.device != device:
+        episode_in_env = episode_in_env.to(device, torch.int64)
+    n, width = env_ids.shape[0], sum(numels)
+    if n * width == 0:
+        return torch.empty((n, width), dtype=torch.float64, device=device)
+    if backend == "numpy":
+        column_keys, components = _columns_numpy(keys, numels)
+        return _numpy_uniforms(
+            column_keys, components, env_ids.numpy(), episode_in_env.numpy(), draw_index
+        )
+    if isinstance(draw_index, int):
+        draw_index = _index_tensor(draw_index, device)
+    elif draw_index.dtype != torch.int64 or draw_index.device != device:
+        draw_index = draw_index.to(device, torch.int64)
+    columns = _columns(keys, numels, device)
+    if backend == "triton":
+        return _triton_uniforms(columns.table, env_ids, episode_in_env, draw_index)
+    fn = _compiled(draw_index.ndim == 0) if backend == "compiled" else _torch_uniforms
+    return fn(columns.keys, columns.components, env_ids, episode_in_env, draw_index)
 
 
 def philox_uniforms(
@@ -317,24 +419,8 @@ def philox_uniforms(
     build-time env and episode ``-1`` are ``2**32 - 1``). ``backend`` defaults to ``"numpy"`` on
     CPU, ``"triton"`` (one kernel) on CUDA where Triton is installed, else ``"compiled"`` (fused
     kernels); every backend gives the same bits. Nothing here reads a device value back to the
-    host.
+    host. The one-key case of :func:`philox_uniforms_multi`.
     """
-    device = env_ids.device
-    if backend is None:
-        if device.type == "cpu":
-            backend = "numpy"
-        else:
-            backend = "triton" if triton is not None and device.type == "cuda" else "compiled"
-    env_ids = env_ids.to(torch.int64)
-    episode_in_env = torch.as_tensor(episode_in_env, device=device).to(torch.int64)
-    if env_ids.shape[0] * numel == 0:
-        return torch.empty((env_ids.shape[0], numel), dtype=torch.float64, device=device)
-    if backend == "numpy":
-        return _numpy_uniforms(key, env_ids, episode_in_env, draw_index, numel)
-    if isinstance(draw_index, int):
-        draw_index = _index_tensor(draw_index, device)
-    draw_index = draw_index.to(device, torch.int64)
-    if backend == "triton":
-        return _triton_uniforms(key, env_ids, episode_in_env, draw_index, numel)
-    fn = _compiled(draw_index.ndim == 0) if backend == "compiled" else _torch_uniforms
-    return fn(round_keys(key, device), env_ids, episode_in_env, draw_index, numel)
+    return philox_uniforms_multi(
+        (key,), (numel,), env_ids, episode_in_env, draw_index, backend=backend
+    )
