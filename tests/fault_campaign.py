@@ -1,7 +1,7 @@
 """Hard kills at random moments, then resumes, checked record by record.
 
 Each run records a CartPole evaluation of a fixed number of episodes into a fresh dir with
-``recorder.resume=true``: its writer process is SIGKILLed at a random moment (while starting,
+``recorder.resume=true``, its records written on a thread or by a writer process: its writer process is SIGKILLed at a random moment (while starting,
 recording, flushing or finishing), the run is resumed, possibly killed again, and finally
 resumed to completion. A kill's moment is drawn as a point in the run's progress (episodes
 ended), not in wall time, so the same kills land on a fast and on a slow machine. After every kill and at the end, the records file is checked:
@@ -57,7 +57,7 @@ PRELOAD = [
 ]
 
 
-def recorder(flush_every_s: float) -> dict[str, Any]:
+def recorder(flush_every_s: float, writer: str = "thread") -> dict[str, Any]:
     return {
         "terms": {
             "core": {"func": "arena_recording.core.terms:core"},
@@ -65,6 +65,7 @@ def recorder(flush_every_s: float) -> dict[str, Any]:
         },
         "resume": True,
         "flush_every_s": flush_every_s,
+        "writer": writer,
     }
 
 
@@ -80,7 +81,8 @@ def record(out: str, plan: dict[str, Any], progress: Any = None) -> None:
     from arena_recording.core.variations import build_variations
     from arena_recording.integrations.gym_wrapper import VariationsWrapper
 
-    with Session(recorder(plan["flush_every_s"]), out, heartbeat_s=HEARTBEAT_S):
+    cfg = recorder(plan["flush_every_s"], plan.get("writer", "thread"))
+    with Session(cfg, out, heartbeat_s=HEARTBEAT_S):
         env = VariationsWrapper(
             gym.make_vec("CartPole-v1", plan["num_envs"], vectorization_mode="sync"),
             build_variations(VARIATIONS),
@@ -311,6 +313,7 @@ def campaign(runs: int, seed: int, root: Path | None = None) -> Figures:
                 "flush_every_s": rng.choice([0.0, 0.05, 0.5]),
                 "seed": rng.randrange(2**31),
                 "kills": rng.choice([1, 1, 2, 3]),
+                "writer": rng.choice(["thread", "process"]),
             }
             one_run(ctx, Path(tmp) / str(run), plan, rng, figures)
             figures.runs += 1

@@ -88,11 +88,20 @@ def record_with_handler(out: str, keep: bool, done) -> None:
     done.send((received, signal.getsignal(signal.SIGTERM) is (bypass if keep else signal.SIG_DFL)))
 
 
+@pytest.mark.parametrize("writer_kind", ["thread", "process"])
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_a_signal_with_its_default_action_ends_the_recording_interrupted(ctx, tmp_path, signum):
-    writer = ctx.Process(target=record, args=(str(tmp_path), FOREVER))
+def test_a_signal_with_its_default_action_ends_the_recording_interrupted(
+    ctx, tmp_path, signum, writer_kind
+):
+    """A writer process gets the signal too (as a terminal's Ctrl-C sends it to the process
+    group); it leaves it to the run, which writes everything through it."""
+    writer = ctx.Process(target=record, args=(str(tmp_path), {**FOREVER, "writer": writer_kind}))
     writer.start()
     wait_for_records(tmp_path / "episodes.jsonl", writer.is_alive, count=20)
+    children = psutil.Process(writer.pid).children()
+    assert len(children) == (writer_kind == "process")
+    for child in children:
+        child.send_signal(signum)
     os.kill(writer.pid, signum)
     writer.join(60)
     assert writer.exitcode == (128 + signum if signum == signal.SIGTERM else 1)

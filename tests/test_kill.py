@@ -3,12 +3,14 @@ never a flushed one, and leaves no partial line behind once the file is reopened
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import textwrap
 
+import psutil
 import pytest
 
 from arena_recording.core.format import read_manifest, read_records
@@ -26,37 +28,47 @@ CHILD = textwrap.dedent(
 
     cfg = {"terms": {"core": {"func": "arena_recording.core.terms:core"},
                      "variations": {"func": "arena_recording.core.terms:variations"}},
-           "flush_every_s": float(sys.argv[2])}
+           "flush_every_s": float(sys.argv[2]), "writer": sys.argv[3]}
     with Session(cfg, sys.argv[1]):
         variations = build_variations({"gravity": {"sampler": {"type": "uniform", "low": 5, "high": 15}}})
         env = VariationsWrapper(gym.make_vec("CartPole-v1", 64, vectorization_mode="sync"), variations)
         env.reset(seed=0)
         rng = np.random.default_rng(0)
         ended = 0
+        process = getattr(env.recorder.writer, "_process", None)
+        writer_pid = 0 if process is None else process.pid
         while True:
             _, _, terminated, truncated, _ = env.step(rng.integers(0, 2, 64))
             ended += int((terminated | truncated).sum())
-            print(time.time(), ended, env.recorder.sink.seq, flush=True)  # closed, written
+            print(time.time(), ended, env.recorder.sink.seq, writer_pid, flush=True)
     """
 )
 
 
-@pytest.mark.parametrize("flush_every_s", [0.0, FLUSH_EVERY_S])
-def test_sigkill_loses_at_most_one_flush_interval(tmp_path, flush_every_s):
+@pytest.mark.parametrize(
+    ("flush_every_s", "writer"),
+    [(0.0, "thread"), (FLUSH_EVERY_S, "thread"), (FLUSH_EVERY_S, "process")],
+)
+def test_sigkill_loses_at_most_one_flush_interval(tmp_path, flush_every_s, writer):
+    """Also with a writer process: it dies with the run and what it wrote is whole."""
     child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(tmp_path), str(flush_every_s)],
+        [sys.executable, "-c", CHILD, str(tmp_path), str(flush_every_s), writer],
         stdout=subprocess.PIPE,
         text=True,
     )
     progress: list[tuple[float, int, int]] = []  # (time, episodes ended, records written)
     for line in child.stdout:
-        t, ended, written = line.split()
+        t, ended, written, writer_pid = line.split()
         progress.append((float(t), int(ended), int(written)))
         if int(written) >= 300 and progress[-1][0] - progress[0][0] > 4 * FLUSH_EVERY_S:
             break
     os.kill(child.pid, signal.SIGKILL)
     child.wait()
     assert child.returncode == -signal.SIGKILL
+    if writer == "process":  # the kernel kills the writer process with its parent
+        writer_process = psutil.Process(int(writer_pid))
+        with contextlib.suppress(psutil.NoSuchProcess):
+            writer_process.wait(timeout=10)  # psutil.TimeoutExpired if it outlives the run
     killed_at = progress[-1][0]
     text = (tmp_path / "episodes.jsonl").read_text()
     complete = text[: text.rfind("\n") + 1].splitlines()

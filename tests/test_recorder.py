@@ -24,6 +24,12 @@ from arena_recording.core.variations import VariationBase, VariationCfg
 SEED = 11
 
 
+@pytest.fixture(params=["thread", "process"])
+def recorder_cfg(request, recorder_cfg):
+    """Every test here runs with the writer on a thread and in a child process."""
+    return {**recorder_cfg, "writer": request.param}
+
+
 class Adapter:
     """A minimal env adapter: the reset ordering of every real one, without an env."""
 
@@ -178,9 +184,9 @@ def test_interval_draws_belong_to_their_episode_and_are_evicted(tmp_path, record
         push.sample(torch.tensor([1]), seed=SEED, episode_in_env=torch.ones(1).long(), step=1)
         adapter.recorder.flush()
         adapter.recorder._thread.drain()
-        factors = adapter.recorder.writer._factors
-        assert list(factors["push"].interval) == [1]  # only the open episode's draw is kept
-        assert (factors["mass"].count == 1).all()  # the next episodes' draws, nothing older
+        _, open_ = adapter.recorder.writer.peek(np.arange(4))
+        assert [len(p) for p in open_["push"]] == [0, 1, 0, 0]  # only the open episode's draw
+        assert None not in open_["mass"]  # the next episodes' draws
         adapter.reset([0, 1])
     records = read_records(tmp_path / "episodes.jsonl")
     pushes = [r["variations"]["push"] for r in records]

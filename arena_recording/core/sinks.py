@@ -23,6 +23,7 @@ import os
 import queue
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
@@ -30,17 +31,20 @@ from typing import Any, Self, TextIO
 
 log = logging.getLogger(__name__)
 
+_CLAIM_WAIT_S = 2.0  # how long a claim waits for a lock that a dying writer process still holds
+
 
 class JsonlSink:
     """Appends lines to ``path``; ``seq`` counts the lines this writer has written.
 
     The file is locked (``flock``) for as long as the sink is open, so a second writer of the
-    same file fails at once instead of interleaving its lines; a killed writer's lock goes with
-    its process. ``new=True`` claims the file: it must not exist yet, which two processes
+    same file fails (within ``_CLAIM_WAIT_S``) instead of interleaving its lines; a killed
+    writer's lock goes with its process. ``new=True`` claims the file: it must not exist yet, which two processes
     starting into one dir cannot both pass. A write that fails (a full disk) is cut back off
     the file, so the lines already there stay whole; ``error`` keeps that failure.
-    ``claim=False`` writes on behalf of a sink that holds the claim (a writer process): no
-    lock, no repair.
+    ``inherited`` is a descriptor of the file that another process opened and claimed (a
+    writer process gets its parent's): it shares the lock, which therefore lasts until both
+    processes closed the file (or died), and the file is not repaired again.
     """
 
     def __init__(
@@ -50,12 +54,21 @@ class JsonlSink:
         fsync: bool = False,
         start_seq: int = 0,
         new: bool = False,
-        claim: bool = True,
+        inherited: int | None = None,
     ) -> None:
         self.path = path
         self.fsync = fsync
         self.seq = start_seq
         self.error: OSError | None = None
+        fd = self._claim(path, new) if inherited is None else inherited
+        self._file = open(fd, "ab", buffering=0)  # noqa: SIM115 - closed in close()
+        if inherited is None:
+            self._repair()
+        self._size = os.fstat(fd).st_size
+
+    @staticmethod
+    def _claim(path: Path, new: bool) -> int:
+        """Open ``path`` for appending and lock it (``new``: it must not exist yet)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | (os.O_EXCL if new else 0)
         try:
@@ -65,19 +78,23 @@ class JsonlSink:
                 f"{path} already exists (another process started recording into this dir at the "
                 "same time); a recording is never overwritten"
             ) from None
-        try:
-            if claim:
+        deadline = time.monotonic() + _CLAIM_WAIT_S
+        while True:
+            try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+                return fd
+            except BlockingIOError:
+                if time.monotonic() < deadline:  # a killed run's writer process may be dying
+                    time.sleep(0.02)
+                    continue
             os.close(fd)
             raise FileExistsError(
                 f"{path} is being written by another process; give each process its own output "
                 "dir or its own RANK"
             ) from None
-        self._file = open(fd, "ab", buffering=0)  # noqa: SIM115 - closed in close()
-        if claim:
-            self._repair()
-        self._size = os.fstat(fd).st_size
+
+    def fileno(self) -> int:
+        return self._file.fileno()
 
     def _repair(self) -> None:
         """Cut a torn last line (a write interrupted by a hard kill) off an existing file."""

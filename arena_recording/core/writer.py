@@ -11,7 +11,9 @@ thread. ``process``: in a child process (``WriterProcess``), which takes the rep
 encoding (a few microseconds of Python per record) off the interpreter lock of the process that
 steps the env: a Python thread busy with them would delay every GPU launch of the stepping
 thread. The child dies with its parent (a hard kill loses what it had not yet written, as
-with the thread) and leaves SIGINT and SIGTERM to the parent, which flushes everything first.
+with the thread), writes through the parent's descriptor of the records file (so the file's
+lock lasts until both are gone: a resume cannot start while a dying writer still writes), and
+leaves SIGINT and SIGTERM to the parent, which flushes everything first.
 
 Example (what the recorder's flushing thread does)::
 
@@ -22,10 +24,8 @@ Example (what the recorder's flushing thread does)::
 
 from __future__ import annotations
 
-import ctypes
 import os
 import pickle
-import signal
 import socket
 import subprocess
 import sys
@@ -505,11 +505,13 @@ class WriterProcess:
         self._counts: Counter[str] = Counter()
         self._lock = threading.Lock()  # one call at a time (the flushing thread, a term's peek)
         ours, theirs = socket.socketpair()
+        fds = [str(theirs.fileno()), str(sink.fileno())]
         with theirs:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", __name__, str(theirs.fileno()), str(os.getpid())],
-                pass_fds=[theirs.fileno()],
+                [sys.executable, "-c", _CHILD, *fds, str(os.getpid())],
+                pass_fds=[theirs.fileno(), sink.fileno()],
                 stdin=subprocess.DEVNULL,
+                env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},  # our modules
             )
         self._conn = Connection(ours.detach())
         self._call("start", dict(spec), str(sink.path), sink.fsync, sink.seq)
@@ -564,15 +566,6 @@ class WriterProcess:
         return value
 
 
-def _die_with_parent(parent: int) -> None:
-    """Linux: the kernel kills this process when its parent dies (a hard kill of the run)."""
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    if os.getppid() != parent:  # the parent died before that call
-        os._exit(1)
-
-
 def _picklable(err: BaseException) -> BaseException:
     try:
         pickle.loads(pickle.dumps(err))
@@ -581,11 +574,24 @@ def _picklable(err: BaseException) -> BaseException:
     return err
 
 
-def serve(fd: int, parent: int) -> None:
-    """The child's loop: answer the parent's calls until it says stop or goes away."""
-    _die_with_parent(parent)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent flushes on Ctrl-C and SIGTERM
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+# The child, before any slow import: the kernel kills it when its parent dies (Linux), it
+# leaves Ctrl-C and SIGTERM to the parent (which flushes everything through it), then serves.
+_CHILD = """
+import ctypes, os, signal, sys
+if sys.platform.startswith("linux"):
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+if os.getppid() != int(sys.argv[3]):  # the parent died before that
+    os._exit(1)
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+from arena_recording.core.writer import serve
+serve(int(sys.argv[1]), int(sys.argv[2]))
+"""
+
+
+def serve(fd: int, records: int) -> None:
+    """The child's loop: answer the parent's calls until it says stop or goes away. ``fd``
+    is its end of the connection, ``records`` the records file as the parent opened it."""
     conn = Connection(fd)
     writer: EpisodeWriter | None = None
     while True:
@@ -596,7 +602,7 @@ def serve(fd: int, parent: int) -> None:
         try:
             if name == "start":
                 spec, path, fsync, seq = args
-                sink = JsonlSink(Path(path), fsync=fsync, start_seq=seq, claim=False)
+                sink = JsonlSink(Path(path), fsync=fsync, start_seq=seq, inherited=records)
                 writer = EpisodeWriter(sink=sink, **spec)
                 value = None
             elif name == "stop":
@@ -612,9 +618,3 @@ def serve(fd: int, parent: int) -> None:
             break
     if writer is not None:
         writer.sink.close()
-
-
-if __name__ == "__main__":  # the child: serve with the module's own classes, not __main__'s
-    from arena_recording.core import writer
-
-    writer.serve(int(sys.argv[1]), int(sys.argv[2]))
