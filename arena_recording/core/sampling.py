@@ -10,6 +10,9 @@ Example::
     sampler = build_sampler(UniformCfg(low=0.2, high=0.8), key="object.friction")
     sampler.add_listener(lambda draw: print(draw.key, draw.values))
     values = sampler.sample(torch.tensor([0, 3]), seed=7, episode_in_env=torch.tensor([0, 2]))
+
+Several samplers drawing for one batch can share one generator launch (``batch_uniforms``):
+each gets the same uniforms it would have computed itself, passed in as ``uniforms=``.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any
 
 import torch
 
+from arena_recording.core import philox
 from arena_recording.core.config import SamplerCfg, SamplerType, Scope
 from arena_recording.core.philox import derive_key, philox_uniforms
 
@@ -73,6 +77,54 @@ def counter_uniforms(
     return u.reshape(env_ids.shape[0], *shape)
 
 
+def _counters(
+    env_ids: torch.Tensor | None,
+    episode_in_env: torch.Tensor | None,
+    device: torch.device | str | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The env and episode counter words of a draw: ``-1`` for a build-time draw (no env ids)
+    and for a draw without episodes."""
+    if env_ids is None:
+        ids = torch.full((1,), -1, dtype=torch.int64, device=device)
+        return ids, torch.full((1,), _BUILD_EPISODE, dtype=torch.int64, device=device)
+    if episode_in_env is None:
+        return env_ids, torch.full_like(env_ids, _BUILD_EPISODE, dtype=torch.int64)
+    return env_ids, episode_in_env
+
+
+def batch_uniforms(
+    samplers: Sequence[SamplerBase],
+    env_ids: torch.Tensor | None,
+    *,
+    seed: int,
+    episode_in_env: torch.Tensor | None = None,
+    draw_index: torch.Tensor | int = 0,
+    device: torch.device | str | None = None,
+) -> list[torch.Tensor]:
+    """The uniforms each of ``samplers`` would compute in ``sample`` for this batch, from one
+    generator call instead of one per sampler (on CUDA a kernel launch costs more host time
+    than the draw itself).
+
+    Arguments are ``sample``'s; entry ``i`` is a float64 view of shape ``(n, *samplers[i].shape)``
+    (``n = 1`` for a build-time draw, ``env_ids=None``), bit-identical to ``counter_uniforms``
+    of that sampler. Pass it back as ``samplers[i].sample(..., uniforms=entry)``.
+
+    Example::
+
+        u_mass, u_pos = batch_uniforms([mass, pos], env_ids, seed=7, episode_in_env=episodes)
+        masses = mass.sample(env_ids, seed=7, episode_in_env=episodes, uniforms=u_mass)
+    """
+    ids, episodes = _counters(env_ids, episode_in_env, device)
+    if not samplers:
+        return []
+    numels = [math.prod(s.shape) for s in samplers]
+    keys = [derive_key(seed, s._key_hash) for s in samplers]
+    u = philox.philox_uniforms_multi(keys, numels, ids, episodes, draw_index)
+    n = ids.shape[0]
+    blocks = u.split(numels, dim=1)
+    return [b.reshape(n, *s.shape) for b, s in zip(blocks, samplers, strict=True)]
+
+
 class SamplerBase(ABC):
     """Draws values for a batch of envs and tells its listeners what it drew.
 
@@ -102,19 +154,24 @@ class SamplerBase(ABC):
         scope: Scope = Scope.episode,
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
+        uniforms: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Draw values for ``env_ids`` (``None``: one build-time value shared by all envs)."""
-        if env_ids is None:
-            ids = torch.full((1,), -1, dtype=torch.int64, device=device)
-            episodes = torch.full((1,), _BUILD_EPISODE, dtype=torch.int64, device=device)
+        """Draw values for ``env_ids`` (``None``: one build-time value shared by all envs).
+
+        ``uniforms``: this draw's uniforms, computed already (``batch_uniforms``, shape
+        ``(n, *shape)``, ``n = 1`` for a build-time draw); they are used instead of computing them.
+        """
+        if uniforms is None:
+            ids, episodes = _counters(env_ids, episode_in_env, device)
+            uniforms = counter_uniforms(seed, self._key_hash, ids, episodes, draw_index, self.shape)
         else:
-            ids = env_ids
-            if episode_in_env is None:
-                episodes = torch.full_like(ids, _BUILD_EPISODE, dtype=torch.int64)
-            else:
-                episodes = episode_in_env
-        u = counter_uniforms(seed, self._key_hash, ids, episodes, draw_index, self.shape)
-        values = self._sample(u, dtype)
+            n = 1 if env_ids is None else env_ids.shape[0]
+            if uniforms.shape != (n, *self.shape):
+                raise ValueError(
+                    f"{self.key}: uniforms of shape {tuple(uniforms.shape)} for a draw of "
+                    f"shape {(n, *self.shape)}"
+                )
+        values = self._sample(uniforms, dtype)
         if env_ids is None:
             values = values[0]
         draw = Draw(self.key, values, env_ids, Scope(scope), episode_in_env, draw_index)
@@ -218,7 +275,8 @@ def _choice(cfg: SamplerCfg) -> Transform:
 
     def transform(u: torch.Tensor) -> torch.Tensor:
         (edges,) = table.on(u.device)
-        return torch.searchsorted(edges, u, right=True).clamp_max(last)
+        # a batched draw's uniforms are a strided view; searchsorted would copy them anyway
+        return torch.searchsorted(edges, u.contiguous(), right=True).clamp_max(last)
 
     return transform
 

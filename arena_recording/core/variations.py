@@ -12,6 +12,9 @@ Example::
 
     mass = VariationBase(VariationCfg(key="object.mass", sampler=UniformCfg(low=0.5, high=2.0)))
     values = mass.sample(torch.arange(4), seed=0, episode_in_env=torch.zeros(4, dtype=torch.long))
+
+An adapter drawing several variations for one reset batch calls ``sample_variations``: the same
+values and notifications as each ``sample`` in turn, with one generator launch for all.
 """
 
 from __future__ import annotations
@@ -29,7 +32,14 @@ from arena_recording.core.config import (
     variation_cfg,
     variation_cfgs,
 )
-from arena_recording.core.sampling import Draw, Listener, OnDevice, SamplerBase, build_sampler
+from arena_recording.core.sampling import (
+    Draw,
+    Listener,
+    OnDevice,
+    SamplerBase,
+    batch_uniforms,
+    build_sampler,
+)
 from arena_recording.errors import ConfigError
 
 Override = Callable[..., torch.Tensor]
@@ -114,27 +124,49 @@ class VariationBase:
         step: torch.Tensor | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
+        uniforms: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Draw for ``env_ids`` in the episodes ``episode_in_env``.
 
         Build scope ignores episodes (``env_ids=None`` draws one value shared by all envs);
         interval scope needs ``step``, the step within the episode, which is also the draw index.
+        ``uniforms``: this draw's uniforms, computed already (``uniforms_for``); an override
+        ignores them.
         """
-        if self.scope is Scope.interval and step is None:
-            raise ValueError(f"interval variation {self.key!r} needs the step of each draw")
-        if self.scope is not Scope.build and env_ids is not None and episode_in_env is None:
-            raise ValueError(f"{self.scope} variation {self.key!r} needs episode_in_env")
+        self._check(env_ids, episode_in_env, step)
         if self.override is not None:
             return self._overridden(env_ids, episode_in_env, step, device, dtype)
         return self._sampler.sample(
             env_ids,
             seed=seed,
-            episode_in_env=None if self.scope is Scope.build else episode_in_env,
+            episode_in_env=self._episodes(episode_in_env),
             draw_index=0 if step is None else step,
             scope=self.scope,
             device=device,
             dtype=dtype,
+            uniforms=uniforms,
         )
+
+    @property
+    def batchable(self) -> bool:
+        """Whether a batched draw may compute this variation's uniforms: it draws from its
+        sampler (no replay override, no subclass drawing otherwise)."""
+        return self.override is None and type(self).sample is VariationBase.sample
+
+    def _check(
+        self,
+        env_ids: torch.Tensor | None,
+        episode_in_env: torch.Tensor | None,
+        step: torch.Tensor | None,
+    ) -> None:
+        if self.scope is Scope.interval and step is None:
+            raise ValueError(f"interval variation {self.key!r} needs the step of each draw")
+        if self.scope is not Scope.build and env_ids is not None and episode_in_env is None:
+            raise ValueError(f"{self.scope} variation {self.key!r} needs episode_in_env")
+
+    def _episodes(self, episode_in_env: torch.Tensor | None) -> torch.Tensor | None:
+        """The episodes the sampler draws for: none at build scope."""
+        return None if self.scope is Scope.build else episode_in_env
 
     def _overridden(
         self,
@@ -145,7 +177,7 @@ class VariationBase:
         dtype: torch.dtype,
     ) -> torch.Tensor:
         """The override's values instead of a draw; listeners hear them as a draw."""
-        episodes = None if self.scope is Scope.build else episode_in_env
+        episodes = self._episodes(episode_in_env)
         values = self.override(
             env_ids, episode_in_env=episodes, step=step, device=device, dtype=dtype
         )
@@ -189,3 +221,75 @@ def unique_keys(variations: Iterable[VariationBase], where: str = "this env") ->
                 f"two variations of {where} have this key; each variation of an env needs its "
                 "own key (records hold one value per key)",
             )
+
+
+def uniforms_for(
+    variations: Sequence[VariationBase],
+    env_ids: torch.Tensor | None,
+    *,
+    seed: int,
+    episode_in_env: torch.Tensor | None = None,
+    step: torch.Tensor | None = None,
+    device: torch.device | str | None = None,
+) -> dict[VariationBase, torch.Tensor]:
+    """The uniforms of the ``batchable`` ones of ``variations`` for one batch, one generator
+    call per scope among them; pass each back as ``variation.sample(..., uniforms=...)``.
+
+    The others (overridden) get none: they draw as usual. Arguments are ``sample``'s.
+    """
+    by_scope: dict[Scope, list[VariationBase]] = {}
+    for variation in variations:
+        if variation.batchable:
+            variation._check(env_ids, episode_in_env, step)  # raise before drawing any
+            by_scope.setdefault(variation.scope, []).append(variation)
+    uniforms: dict[VariationBase, torch.Tensor] = {}
+    for scope, group in by_scope.items():
+        blocks = batch_uniforms(
+            [v.sampler for v in group],
+            env_ids,
+            seed=seed,
+            episode_in_env=None if scope is Scope.build else episode_in_env,
+            draw_index=0 if step is None else step,
+            device=device,
+        )
+        uniforms.update(zip(group, blocks, strict=True))
+    return uniforms
+
+
+def sample_variations(
+    variations: Sequence[VariationBase],
+    env_ids: torch.Tensor | None,
+    *,
+    seed: int,
+    episode_in_env: torch.Tensor | None = None,
+    step: torch.Tensor | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> dict[str, torch.Tensor]:
+    """Draw several variations for one batch: each ``variation.sample(env_ids, ...)`` in turn,
+    with the uniforms of all computed by one generator call (one per scope present), since on
+    CUDA each call is a kernel launch costing more host time than the draw.
+
+    Values and listener notifications (same ``Draw`` fields, same order) are those of the
+    separate calls; an overridden variation draws from its override, a disabled one is drawn
+    like ``sample`` draws it. Keys must be unique (a ``ConfigError`` names a repeated one).
+    Returns each variation's values by key.
+
+    Example::
+
+        drawn = sample_variations([mass, friction], env_ids, seed=7, episode_in_env=episodes)
+        masses, frictions = drawn["object.mass"], drawn["table.friction"]
+    """
+    unique_keys(variations, "this batch")
+    uniforms = uniforms_for(
+        variations, env_ids, seed=seed, episode_in_env=episode_in_env, step=step, device=device
+    )
+    kw = {"seed": seed, "episode_in_env": episode_in_env, "step": step, "device": device}
+    drawn: dict[str, torch.Tensor] = {}
+    for variation in variations:
+        u = uniforms.get(variation)
+        if u is None:  # overridden, or a subclass that draws otherwise
+            drawn[variation.key] = variation.sample(env_ids, **kw, dtype=dtype)
+        else:
+            drawn[variation.key] = variation.sample(env_ids, **kw, dtype=dtype, uniforms=u)
+    return drawn

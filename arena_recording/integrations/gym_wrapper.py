@@ -40,7 +40,7 @@ from arena_recording.core.config import unknown_keys
 from arena_recording.core.episodes import EpisodeEnd, EpisodeIdentity
 from arena_recording.core.sampling import Scope
 from arena_recording.core.session import active_session, resolve_seed
-from arena_recording.core.variations import VariationBase, unique_keys
+from arena_recording.core.variations import VariationBase, sample_variations, unique_keys
 from arena_recording.errors import ConfigError
 
 TERMINATIONS = ("terminated", "truncated")
@@ -220,13 +220,17 @@ class VariationsWrapper(VectorWrapper):
         self._draw(env_ids, Scope.episode)
 
     def _draw(self, env_ids: torch.Tensor, scope: Scope) -> None:
+        """Draw the variations of ``scope`` for ``env_ids`` (one generator call for all of
+        them) and set each on the sub-envs."""
+        variations = [v for v in self.variations if v.scope is scope]
+        if not variations:
+            return
         episodes = self.identity.episode_in_env[env_ids]
-        for variation in self.variations:
-            if variation.scope is not scope:
-                continue
-            values = variation.sample(
-                env_ids, seed=self.seed, episode_in_env=episodes, dtype=torch.float64
-            ).tolist()
+        drawn = sample_variations(
+            variations, env_ids, seed=self.seed, episode_in_env=episodes, dtype=torch.float64
+        )
+        for variation in variations:
+            values = drawn[variation.key].tolist()
             labels = variation.labels
             if labels is not None:
                 values = [labels[i] for i in values]

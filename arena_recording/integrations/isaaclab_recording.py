@@ -31,6 +31,7 @@ Example (the one line that instruments an env cfg)::
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import weakref
@@ -42,10 +43,11 @@ from isaaclab.envs import DirectRLEnv, DirectRLEnvCfg, ManagerBasedEnv, ManagerB
 from isaaclab.managers import EventTermCfg, ManagerTermBase, TerminationTermCfg
 from isaaclab.utils import configclass
 
+from arena_recording.core.config import Scope
 from arena_recording.core.episodes import EpisodeEnd, EpisodeIdentity
 from arena_recording.core.recorder import EpisodeRecorder
 from arena_recording.core.session import Session, active_session, resolve_seed
-from arena_recording.core.variations import VariationBase, unique_keys
+from arena_recording.core.variations import VariationBase, uniforms_for, unique_keys
 from arena_recording.errors import ArenaRecordingError, ConfigError
 
 log = logging.getLogger(__name__)
@@ -80,6 +82,10 @@ class EnvEpisodes:
     Draws are therefore the same with recording on or off. The env's variation events and
     task factors register here (``add_variation``): the recording binds exactly these, so
     another env's draws never reach this env's records.
+
+    The variation events of a reset share one generator launch (``batch_uniforms``): Isaac Lab
+    calls them one after the other with the same env ids, so the first computes the uniforms
+    of all of them and keeps them for the others until the next batch.
     """
 
     def __init__(self, env: RLEnv) -> None:
@@ -89,12 +95,17 @@ class EnvEpisodes:
         self.variations: list[VariationBase] = []
         self.recording: EnvRecording | None = None
         self._advanced_at = torch.full((env.num_envs,), -1, dtype=torch.long, device=env.device)
+        self._batched: list[VariationBase] = []
+        self._batch: _Batch | None = None
 
-    def add_variation(self, variation: VariationBase) -> None:
+    def add_variation(self, variation: VariationBase, *, batched: bool = False) -> None:
         """``variation`` is drawn by this env (its key unique here, else a ``ConfigError``);
-        recorded with its episodes when the env records, also if it records already."""
+        recorded with its episodes when the env records, also if it records already.
+        ``batched``: its episode draws take their uniforms from ``batch_uniforms``."""
         unique_keys([*self.variations, variation], "this env")
         self.variations.append(variation)
+        if batched:
+            self._batched.append(variation)
         if self.recording is not None and self.recording.recorder is not None:
             self.recording.session.attach(variation, self.recording.recorder)
 
@@ -107,6 +118,45 @@ class EnvEpisodes:
         fresh = self._advanced_at.index_select(0, env_ids) != step
         self.identity.advance(env_ids, started=(self.lengths(env_ids) > 0) & fresh)
         self._advanced_at.index_fill_(0, env_ids, step)
+
+    def batch_uniforms(
+        self, variation: VariationBase, env_ids: torch.Tensor, batch: object
+    ) -> torch.Tensor | None:
+        """The uniforms of ``variation``'s episode draw for ``env_ids`` (after ``advance``),
+        computed with those of every enabled batched episode variation at the first such
+        draw of a step; ``None``: draw it alone.
+
+        ``batch`` is the env ids object Isaac Lab passed the event term: every term of one
+        reset gets the same one. Another object in the same step (a second reset, a term with
+        a cooldown) draws alone, so no batch is ever computed twice per step. Only the latest
+        batch is kept, with ``batch`` itself, so its id cannot be reused while it is compared.
+        """
+        step = int(self.env.common_step_counter)
+        cached = self._batch
+        if cached is None or cached.step != step:
+            drawn = [
+                v for v in self._batched if v.enabled and v.scope is Scope.episode and v.batchable
+            ]
+            if not any(v is variation for v in drawn):
+                return None
+            episodes = self.identity.episode_in_env[env_ids]
+            uniforms = uniforms_for(drawn, env_ids, seed=self.seed, episode_in_env=episodes)
+            self._batch = cached = _Batch(batch, step, uniforms)
+        elif cached.batch is not batch:
+            return None
+        u = cached.uniforms.get(variation)
+        if u is None or u.shape[1:] != variation.sampler.shape or not variation.batchable:
+            return None  # not in the batch, or reconfigured or overridden since
+        return u
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Batch:
+    """The uniforms of one reset batch's variation events (``EnvEpisodes.batch_uniforms``)."""
+
+    batch: object
+    step: int
+    uniforms: dict[VariationBase, torch.Tensor]
 
 
 def env_episodes(env: Any) -> EnvEpisodes:

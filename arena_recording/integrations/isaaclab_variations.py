@@ -70,7 +70,8 @@ class VariationEvent(ManagerTermBase):
                 enabled=params.get("enabled", True),
             )
         )
-        env_episodes(env).add_variation(self.variation)  # recorded with this env's episodes
+        # recorded with this env's episodes; its reset draws share the reset's uniforms launch
+        env_episodes(env).add_variation(self.variation, batched=True)
         apply = params.get("apply")
         try:
             self._apply = import_func(apply) if isinstance(apply, str) else apply
@@ -115,16 +116,28 @@ class VariationEvent(ManagerTermBase):
         if not self.variation.enabled:
             return
         ids = env_ids_tensor(env, env_ids)
-        values = draw(env, self.variation, ids)
+        values = draw(env, self.variation, ids, batch=env_ids)
         if self._apply is not None:
             self._apply(env, ids, values, self._asset_cfg)
 
 
-def draw(env: ManagerBasedEnv, variation: VariationBase, ids: torch.Tensor) -> torch.Tensor:
-    """Draw ``variation`` for the episodes open in envs ``ids`` (opening them at a reset)."""
+def draw(
+    env: ManagerBasedEnv, variation: VariationBase, ids: torch.Tensor, batch: object = None
+) -> torch.Tensor:
+    """Draw ``variation`` for the episodes open in envs ``ids`` (opening them at a reset).
+
+    ``batch``: the env ids the event term got from Isaac Lab; at a reset, a term given the
+    same object as the first term of the step takes its uniforms from the uniforms that term
+    computed for all of the env's variation events (``EnvEpisodes.batch_uniforms``: one
+    launch per reset instead of one per variation). The term still draws and notifies its
+    listeners itself, so a term not called for these envs records nothing.
+    """
     episodes = env_episodes(env)
+    uniforms = None
     if variation.scope is _SCOPES["reset"]:
         episodes.advance(ids)
+        if batch is not None:
+            uniforms = episodes.batch_uniforms(variation, ids, batch)
     interval = variation.scope is _SCOPES["interval"]
     drawn = variation.sample(
         ids,
@@ -132,6 +145,7 @@ def draw(env: ManagerBasedEnv, variation: VariationBase, ids: torch.Tensor) -> t
         episode_in_env=episodes.identity.episode_in_env[ids],
         step=env.episode_length_buf[ids] if interval else None,
         device=env.device,
+        uniforms=uniforms,
     )
     return variation.values(drawn)
 
