@@ -9,10 +9,13 @@ friction, a 3-way texture choice, a build-scope light switch). Variants:
 
 - *base*: the factors drawn with ``torch.rand`` / ``randn`` / ``randint``, as Isaac Lab's event
   terms do;
-- *variations*: the same factors as ``VariationBase`` objects drawn per (env, episode), with
+- *variations*: the same factors as ``VariationBase`` objects drawn per (env, episode) with
+  ``sample_variations`` (one uniforms launch for the reset batch), with
   ``EpisodeIdentity.advance``, and no session;
-- *recording*: a ``Session`` with terms ``core`` + ``variations`` + one custom term reading an
-  env tensor; the recorder is closed before each reset, as the adapters do.
+- *recording*: a ``Session`` with terms ``core`` + ``variations`` + one custom term reading
+  an env tensor, its records written by ``--writer`` (``recorder.writer``: a thread of this
+  process or a writer process); the recorder is closed before each reset, as the adapters do.
+  One process holds one session at a time: compare the writers in two runs of the script.
 
 Rounds interleave the variants (order rotated per round); a round runs ``steps`` steps of each.
 Overheads are the median per-step time of a variant over the median of *base*, and the median
@@ -49,7 +52,7 @@ from arena_recording.core.config import RecorderCfg, TermCfg
 from arena_recording.core.episodes import EpisodeEnd, EpisodeIdentity
 from arena_recording.core.session import Session
 from arena_recording.core.terms import EpisodeBatch, core, variations
-from arena_recording.core.variations import VariationBase, build_variations
+from arena_recording.core.variations import VariationBase, build_variations, sample_variations
 
 SEED = 1234
 FACTORS = {
@@ -130,9 +133,7 @@ def variations_reset(
 ) -> Callable[..., None]:
     """*variations* / *recording*: draws per (env, episode); the recorder closes first."""
     by_key = {v.key: v for v in factors}
-    mass, pos, friction, texture = (
-        by_key[k] for k in ("object.mass", "object.initial_pos", "table.friction", "scene.texture")
-    )
+    episode_scope = [by_key[k] for k in FACTORS if by_key[k].scope == "episode"]
     light = by_key["light.enabled"].sample(None, seed=SEED, device=task.device)
     task.light.fill_(True)
     task.light.logical_and_(light)
@@ -147,11 +148,13 @@ def variations_reset(
             )
         identity.advance(env_ids, started=length > 0)
         episodes = identity.episode_in_env.index_select(0, env_ids)
-        kw = {"seed": SEED, "episode_in_env": episodes, "device": task.device}
-        task.mass.index_copy_(0, env_ids, mass.sample(env_ids, **kw))
-        task.object_pos.index_copy_(0, env_ids, pos.sample(env_ids, **kw))
-        task.friction.index_copy_(0, env_ids, friction.sample(env_ids, **kw))
-        task.texture.index_copy_(0, env_ids, texture.sample(env_ids, **kw))
+        drawn = sample_variations(
+            episode_scope, env_ids, seed=SEED, episode_in_env=episodes, device=task.device
+        )
+        task.mass.index_copy_(0, env_ids, drawn["object.mass"])
+        task.object_pos.index_copy_(0, env_ids, drawn["object.initial_pos"])
+        task.friction.index_copy_(0, env_ids, drawn["table.friction"])
+        task.texture.index_copy_(0, env_ids, drawn["scene.texture"])
 
     return reset
 
@@ -259,7 +262,13 @@ def memory() -> int:
 
 
 def bench_size(
-    num_envs: int, device: torch.device, step_ms: float, rounds: int, steps: int, out: Path
+    num_envs: int,
+    device: torch.device,
+    step_ms: float,
+    rounds: int,
+    steps: int,
+    out: Path,
+    writer: str,
 ) -> dict:
     work = calibrate(num_envs, device, step_ms)
     base = Task(num_envs, device, work)
@@ -269,15 +278,13 @@ def bench_size(
     plain_identity = EpisodeIdentity(num_envs, device)
     plain.reset = variations_reset(plain, build_variations(FACTORS), plain_identity)
 
+    terms = {
+        "core": TermCfg(func=core),
+        "variations": TermCfg(func=variations),
+        "object_height_cm": TermCfg(func=object_height, params={"axis": 2}),
+    }
     session = Session(
-        RecorderCfg(
-            terms={
-                "core": TermCfg(func=core),
-                "variations": TermCfg(func=variations),
-                "object_height_cm": TermCfg(func=object_height, params={"axis": 2}),
-            }
-        ),
-        out / f"{num_envs}-{step_ms:g}",
+        RecorderCfg(terms=terms, writer=writer), out / f"{num_envs}-{step_ms:g}"
     ).start()
     recorded = Task(num_envs, device, work)
     memory_before = memory()
@@ -325,6 +332,7 @@ def bench_size(
     return {
         "envs": num_envs,
         "step_ms": step_ms,
+        "writer": type(recorder.writer).__name__,
         "work": work,
         "base_ms": median["base"] * 1e3,
         "variations_ms": median["variations"] * 1e3,
@@ -345,15 +353,15 @@ def bench_size(
 
 def table(rows: list[dict]) -> str:
     lines = [
-        "| envs | step | base ms | variations | recording | variations (paired) | "
+        "| envs | step | writer | base ms | variations | recording | variations (paired) | "
         "recording (paired) | syncs/step base / var / rec | recorder MiB (peak) | "
         "buffer MiB | episodes | flushing thread CPU µs/record |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         s = r["syncs"]
         lines.append(
-            f"| {r['envs']:,} | {r['step_ms']:g} ms | {r['base_ms']:.3f} | "
+            f"| {r['envs']:,} | {r['step_ms']:g} ms | {r['writer']} | {r['base_ms']:.3f} | "
             f"{r['variations_pct']:+.1f}% | {r['recording_pct']:+.1f}% | "
             f"{r['variations_paired_pct']:+.1f}% | {r['recording_paired_pct']:+.1f}% | "
             f"{s['base']:.2f} / {s['variations']:.2f} / {s['recording']:.2f} | "
@@ -372,6 +380,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=1.0, help="per variant per round")
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("bench_gpu_loop.md"))
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--writer", default="auto", choices=["auto", "thread", "process"])
     parser.add_argument(
         "--switch-interval", type=float, default=None, help="sys.setswitchinterval (seconds)"
     )
@@ -383,7 +392,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for step_ms, num_envs in itertools.product(args.step_ms, args.sizes):
             steps = max(50, int(args.seconds * 1e3 / step_ms))
-            row = bench_size(num_envs, device, step_ms, args.rounds, steps, Path(tmp))
+            row = bench_size(num_envs, device, step_ms, args.rounds, steps, Path(tmp), args.writer)
             rows.append(row)
             print(json.dumps(row), flush=True)
     name = torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "CPU"
