@@ -284,20 +284,26 @@ def tmpfs(path: Path, size: str, read_only: bool = False) -> Iterator[bool]:
             subprocess.run(["umount", "-l", str(path)], check=True)
 
 
-def record_until_full(out: str, fsize_limit: int | None, flush_every_s: float, result) -> None:
+def record_until_full(
+    out: str, fsize_limit: int | None, flush_every_s: float, writer: str, result
+) -> None:
     if fsize_limit is not None:  # no tmpfs here: a file-size limit fills "the disk" instead
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (fsize_limit, fsize_limit))
     try:
-        record(out, {**FOREVER, "flush_every_s": flush_every_s})
+        record(out, {**FOREVER, "flush_every_s": flush_every_s, "writer": writer})
         outcome = ("finished", "")
     except Exception as err:  # noqa: BLE001 - sent to the test
         outcome = (type(err).__name__, str(err))
     result.send((*outcome, active_session() is None))
 
 
-@pytest.mark.parametrize("flush_every_s", [0.0, 0.05])
-def test_a_full_disk_stops_with_one_clear_error_and_damages_nothing(ctx, tmp_path, flush_every_s):
+@pytest.mark.parametrize(
+    ("flush_every_s", "writer_kind"), [(0.0, "thread"), (0.05, "thread"), (0.05, "process")]
+)
+def test_a_full_disk_stops_with_one_clear_error_and_damages_nothing(
+    ctx, tmp_path, flush_every_s, writer_kind
+):
     disk = tmp_path / "disk"
     with tmpfs(disk, "64k") as mounted:
         filler = disk / "filler"
@@ -305,7 +311,8 @@ def test_a_full_disk_stops_with_one_clear_error_and_damages_nothing(ctx, tmp_pat
         out = disk / "run"
         receive, send = ctx.Pipe(duplex=False)
         limit = None if mounted else 48 * 1024
-        writer = ctx.Process(target=record_until_full, args=(str(out), limit, flush_every_s, send))
+        args = (str(out), limit, flush_every_s, writer_kind, send)
+        writer = ctx.Process(target=record_until_full, args=args)
         writer.start()
         assert receive.poll(120), "the writer never stopped"
         kind, message, deactivated = receive.recv()
