@@ -387,6 +387,31 @@ def record_at(out: str, plan: dict, go, rank: str | None, result) -> None:
         result.send(f"refused: {err}")
 
 
+def test_a_writer_process_that_dies_fails_the_run_with_what_is_on_disk(tmp_path):
+    """The writer process killed under a running recording: the next flush says so, the run
+    ends ``failed``, and every line it wrote before is whole."""
+    cfg = {**recorder(0.0, "process"), "resume": False}
+    session = Session(cfg, tmp_path).start()
+    env = VariationsWrapper(
+        gym.make_vec("CartPole-v1", 4, vectorization_mode="sync"), build_variations(GRAVITY)
+    )
+    env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    while env.recorder.sink.seq < 10:
+        env.step(rng.integers(0, 2, 4))
+    process = env.recorder.writer._process
+    process.kill()
+    process.wait()
+    with pytest.raises(RuntimeError, match=r"writer process ended \(exit code -9\)"):
+        while True:
+            env.step(rng.integers(0, 2, 4))
+    with contextlib.suppress(RuntimeError):
+        session.finish("failed")
+    assert read_manifest(tmp_path / "manifest.json").status == "failed"
+    assert len(whole(tmp_path)) >= 10
+    assert active_session() is None
+
+
 @pytest.mark.parametrize("resume", [False, True])
 def test_two_processes_into_one_dir_one_records_the_other_is_refused(ctx, tmp_path, resume):
     plan = {**FOREVER, "num_episodes": 200}

@@ -514,7 +514,9 @@ class WriterProcess:
                 env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},  # our modules
             )
         self._conn = Connection(ours.detach())
-        self._call("start", dict(spec), str(sink.path), sink.fsync, sink.seq)
+        # not waited for: the child imports torch meanwhile; the next call reads its answer
+        self._conn.send(("start", dict(spec), str(sink.path), sink.fsync, sink.seq))
+        self._unanswered = 1
 
     @property
     def counts(self) -> Counter[str]:
@@ -548,21 +550,27 @@ class WriterProcess:
                 self._process.kill()
 
     def _call(self, name: str, *args: Any) -> Any:
+        """Send one call and read every answer due (the start's too); raise the first error."""
+        error: BaseException | None = None
         try:
             with self._lock:
                 self._conn.send((name, *args))
-                ok, value, seq, counts = self._conn.recv()
+                self._unanswered += 1
+                while self._unanswered:
+                    ok, value, self.sink.seq, self._counts = self._conn.recv()
+                    self._unanswered -= 1
+                    if not ok and error is None:
+                        error = value
         except (EOFError, OSError) as err:
             code = self._process.poll()
             raise RuntimeError(
                 f"the arena-recording writer process ended (exit code {code}); the records "
                 f"written before are whole, the last flush's are missing ({err!r})"
             ) from None
-        self.sink.seq, self._counts = seq, counts
-        if not ok:
-            if isinstance(value, OSError):
-                self.sink.error = value  # the session reports it as a failed write
-            raise value
+        if error is not None:
+            if isinstance(error, OSError):
+                self.sink.error = error  # the session reports it as a failed write
+            raise error
         return value
 
 
