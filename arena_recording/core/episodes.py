@@ -39,7 +39,7 @@ class EpisodeIdentity:
         self.episode_in_env = self.columns[:, 0]
         self.episode_id = self.columns[:, 1]
         self.episode_id.copy_(torch.arange(num_envs, device=self.device))
-        self._next_id = torch.tensor(num_envs, dtype=torch.int64, device=self.device)
+        self._last_id = torch.tensor(num_envs - 1, dtype=torch.int64, device=self.device)
         self.quota: torch.Tensor | None = None
         self.version = 0  # bumped whenever episodes are renumbered: host-side cache keys
         if num_episodes is not None:
@@ -51,7 +51,7 @@ class EpisodeIdentity:
         continues both; a second env bound in one session continues ``episode_id`` only)."""
         self.version += 1
         self.episode_id.add_(next_episode_id)
-        self._next_id += next_episode_id
+        self._last_id += next_episode_id
         if next_in_env is not None:
             self.episode_in_env.add_(next_in_env.to(self.device))
 
@@ -76,12 +76,14 @@ class EpisodeIdentity:
     def advance(self, env_ids: torch.Tensor, started: torch.Tensor) -> None:
         """Open the next episode for the ``env_ids`` whose episode ``started``; keep the rest."""
         self.version += 1
-        started = started.to(torch.int64)
+        if env_ids.shape[0] == 0:
+            return
+        flags, started = started.bool(), started.to(torch.int64)  # no copy where already so
         self.episode_in_env.index_add_(0, env_ids, started)
-        new_ids = self._next_id + started.cumsum(0) - 1
+        new_ids = torch.add(started.cumsum(0), self._last_id)  # numbered after every id given
         old_ids = self.episode_id.index_select(0, env_ids)
-        self.episode_id.index_copy_(0, env_ids, torch.where(started.bool(), new_ids, old_ids))
-        self._next_id += started.sum()
+        self.episode_id.index_copy_(0, env_ids, torch.where(flags, new_ids, old_ids))
+        self._last_id.copy_(new_ids[-1])
 
 
 @dataclass
