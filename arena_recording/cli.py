@@ -113,7 +113,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _rerun(args: argparse.Namespace) -> int:
-    from arena_recording.core.replay import rerun_commands
+    from arena_recording.integrations.hydra_rerun import rerun_commands
 
     commands = rerun_commands(args.path, args.where, args.episodes)
     status = 0

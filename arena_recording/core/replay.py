@@ -23,7 +23,9 @@ they always do. Build-scope values are set once, when the env is built.
   factor: a recorded factor the job has no variation for, another kind, shape or scope, a
   value outside the variation's hard bounds or choices, a row without a value.
 
-The second way to reproduce episodes needs no file: draws are a pure function of (seed,
+``arena-recording rerun`` prints the command that replays a recording's selected episodes
+(``arena_recording.integrations.hydra_rerun``). The second way to reproduce episodes needs no
+file: draws are a pure function of (seed,
 variation key, env id, episode in env, draw index), so the same config, seed and ``num_envs``
 give every (env, episode) the same factor values again. Use it to rerun a whole job; use
 replay to rerun a chosen subset (the failures), on any number of envs, or after the
@@ -43,11 +45,7 @@ from __future__ import annotations
 
 import functools
 import json
-import re
-import shlex
-import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -56,7 +54,7 @@ import torch
 
 from arena_recording.core.config import ReplayCfg, Scope, VariationCfg
 from arena_recording.core.episodes import EpisodeIdentity
-from arena_recording.core.format import FactorSchema, JobInfo
+from arena_recording.core.format import FactorSchema
 from arena_recording.core.terms import EpisodeBatch, Term
 from arena_recording.errors import ConfigError
 
@@ -67,12 +65,12 @@ if TYPE_CHECKING:
 
 REPLAY_TERM = "replay_of"
 """The record column naming each replayed episode's source: ``{"run_id", "episode_id"}``."""
-_PATH = "recorder.replay"
+PATH = "recorder.replay"  # where the replay block sits in the config
 _BOOLEANS = {"true": True, "false": False}  # JSON spelling in queries: success == false
 
 
 def select(
-    frame: pd.DataFrame, where: str | None, episodes: Sequence[int] | None, path: str = _PATH
+    frame: pd.DataFrame, where: str | None, episodes: Sequence[int] | None, path: str = PATH
 ) -> pd.DataFrame:
     """The rows of an episode frame that ``where`` (a pandas query; ``true``/``false`` may be
     written in lower case) and ``episodes`` (``episode_id`` values) select."""
@@ -148,7 +146,7 @@ class Replay:
         self._group_row = torch.tensor([first[s] for s in order], dtype=torch.int64)
 
     @classmethod
-    def load(cls, cfg: ReplayCfg, path: str = _PATH) -> Replay:
+    def load(cls, cfg: ReplayCfg, path: str = PATH) -> Replay:
         """Read the source and select its rows; errors name ``path.source`` / ``path.where``."""
         from arena_recording.analysis.load import load  # pandas and pyarrow: the analysis extra
 
@@ -270,7 +268,7 @@ class Replay:
         groups = len(self._group_row)
         if groups > n:
             raise ConfigError(
-                _PATH,
+                PATH,
                 f"the selected episodes ran with {groups} different values of the build-scope "
                 f"factors {self.build_keys}; each env is built with one, so replaying them "
                 f"needs at least {groups} envs (this job has {n})",
@@ -382,88 +380,3 @@ class Replay:
 
 def _plain(value: Any) -> Any:
     return value.tolist() if isinstance(value, np.ndarray) else value
-
-
-# rerun: the command that replays a recording's episodes ------------------------------------
-
-_REPLAY_OPTION = "replay"
-_HYDRA_PLAIN = re.compile(r"[\w./:@-]+")
-
-
-def _hydra_value(value: str) -> str:
-    """``value`` as a Hydra override value: quoted unless it is plain."""
-    if _HYDRA_PLAIN.fullmatch(value):
-        return value
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def _is_override(token: str) -> bool:
-    return token.startswith("~") or ("=" in token and not token.startswith("-"))
-
-
-def _recorder_override(override: str) -> bool:
-    """The overrides a replay sets itself: the recorder option and its replay block."""
-    key = override.split("=", 1)[0].lstrip("+~")
-    return key == "recorder" or key.startswith(("recorder.replay", "recorder.resume"))
-
-
-@dataclass
-class RerunCommand:
-    """One command that replays the selected episodes of one recorded job, run from ``cwd``."""
-
-    argv: list[str]
-    cwd: str | None
-
-    def __str__(self) -> str:
-        command = shlex.join(self.argv)
-        return f"cd {shlex.quote(self.cwd)} && {command}" if self.cwd else command
-
-
-def rerun_command(
-    job: JobInfo,
-    source: Path,
-    where: str | None,
-    episodes: Sequence[int] | None,
-    python: str = sys.executable,
-) -> RerunCommand:
-    """The command that launches ``job``'s app again with its overrides and replays the
-    episodes of ``source`` that ``where`` and ``episodes`` select."""
-    if not job.argv:
-        raise ValueError(
-            f"the manifest of {source} does not say how its app was launched; run the app with "
-            f"+recorder=replay recorder.replay.source={source} and the overrides {job.overrides}"
-        )
-    launch = [python, "-m", job.module] if job.module else [python, job.argv[0]]
-    flags = [t for t in job.argv[1:] if not _is_override(t) and t not in ("-m", "--multirun")]
-    overrides = [o for o in job.overrides if not _recorder_override(o)]
-    appended = any(o.split("=", 1)[0] == "+recorder" for o in job.overrides)
-    option = "+recorder" if appended or "recorder" not in job.choices else "recorder"
-    replay = [f"{option}={_REPLAY_OPTION}", f"{_PATH}.source={_hydra_value(str(source))}"]
-    if where:
-        replay.append(f"{_PATH}.where={_hydra_value(where)}")
-    if episodes is not None:
-        replay.append(f"{_PATH}.episodes=[{','.join(str(int(e)) for e in episodes)}]")
-    return RerunCommand([*launch, *flags, *overrides, *replay], job.cwd)
-
-
-def rerun_commands(
-    path: str | Path, where: str | None = None, episodes: Sequence[int] | None = None
-) -> list[RerunCommand]:
-    """The commands that replay the episodes of a run dir, sweep dir or records file that
-    ``where`` and ``episodes`` select: one per recorded job (a sweep's jobs each replay their
-    own episodes, named by id)."""
-    from arena_recording.analysis.load import load
-
-    recording = load(path)
-    frame = select(recording.episodes, where, episodes, path="--where")
-    if frame.empty:
-        raise ValueError(f"the selection picks none of the {len(recording.episodes)} episodes")
-    if recording.kind != "sweep":
-        return [rerun_command(recording.manifests[0].job, recording.path, where, episodes)]
-    commands = []
-    for job in recording.jobs:
-        runs = {m.run_id for m in job.manifests}
-        ids = frame.loc[frame["run_id"].isin(runs), "episode_id"].astype(int).tolist()
-        if ids:
-            commands.append(rerun_command(job.manifests[0].job, job.dir, None, ids))
-    return commands

@@ -48,20 +48,24 @@ class Setting:
 
     @property
     def override(self) -> str:
-        return f"{'' if self.present else '+'}{self.key}={_text(self.value)}"
+        return f"{'' if self.present else '+'}{self.key}={override_value(self.value)}"
 
 
-def _text(value: Any) -> str:
-    """A value as Hydra's override grammar writes it."""
+def override_value(value: Any) -> str:
+    """A value as Hydra's override grammar writes it (a string quoted unless it is plain).
+
+    >>> override_value(["a b", 1, None])
+    "['a b',1,null]"
+    """
     if value is None:
         return "null"
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, list | tuple):
-        return "[" + ",".join(map(_text, value)) + "]"
+        return "[" + ",".join(map(override_value, value)) + "]"
     if isinstance(value, dict):
-        return "{" + ",".join(f"{k}:{_text(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, str) and not re.fullmatch(r"[\w.:/+-]+", value):
+        return "{" + ",".join(f"{k}:{override_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, str) and not re.fullmatch(r"[\w./:@+-]+", value):
         return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
     return str(value)
 
