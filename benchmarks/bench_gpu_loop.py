@@ -10,7 +10,8 @@ friction, a 3-way texture choice, a build-scope light switch). Variants:
 - *base*: the factors drawn with ``torch.rand`` / ``randn`` / ``randint``, as Isaac Lab's event
   terms do;
 - *variations*: the same factors as ``VariationBase`` objects drawn per (env, episode) with
-  ``sample_variations`` (one uniforms launch for the reset batch), with
+  ``sample_variations`` (one uniforms launch for the reset batch; on the CPU, looked up in a
+  ``DrawAhead``), with
   ``EpisodeIdentity.advance``, and no session;
 - *recording*: a ``Session`` with terms ``core`` + ``variations`` + one custom term reading
   an env tensor, its records written by ``--writer`` (``recorder.writer``: a thread of this
@@ -52,7 +53,12 @@ from arena_recording.core.config import RecorderCfg, TermCfg
 from arena_recording.core.episodes import EpisodeEnd, EpisodeIdentity
 from arena_recording.core.session import Session
 from arena_recording.core.terms import EpisodeBatch, core, variations
-from arena_recording.core.variations import VariationBase, build_variations, sample_variations
+from arena_recording.core.variations import (
+    DrawAhead,
+    VariationBase,
+    build_variations,
+    sample_variations,
+)
 
 SEED = 1234
 FACTORS = {
@@ -135,6 +141,7 @@ def variations_reset(
     by_key = {v.key: v for v in factors}
     episode_scope = [by_key[k] for k in FACTORS if by_key[k].scope == "episode"]
     light = by_key["light.enabled"].sample(None, seed=SEED, device=task.device)
+    ahead = DrawAhead()  # CPU: a reset's draws are lookups (CUDA ignores it)
     task.light.fill_(True)
     task.light.logical_and_(light)
     none_fired = torch.tensor(-1, device=task.device)
@@ -149,7 +156,12 @@ def variations_reset(
         identity.advance(env_ids, started=length > 0)
         episodes = identity.episode_in_env.index_select(0, env_ids)
         drawn = sample_variations(
-            episode_scope, env_ids, seed=SEED, episode_in_env=episodes, device=task.device
+            episode_scope,
+            env_ids,
+            seed=SEED,
+            episode_in_env=episodes,
+            device=task.device,
+            ahead=ahead,
         )
         task.mass.index_copy_(0, env_ids, drawn["object.mass"])
         task.object_pos.index_copy_(0, env_ids, drawn["object.initial_pos"])

@@ -19,7 +19,7 @@ from arena_recording.core.config import (
 )
 from arena_recording.core.sampling import Draw, batch_uniforms, build_sampler, counter_uniforms
 from arena_recording.core.session import Session
-from arena_recording.core.variations import VariationBase, sample_variations
+from arena_recording.core.variations import DrawAhead, VariationBase, sample_variations
 from arena_recording.errors import ConfigError
 
 SEED = 11
@@ -288,3 +288,64 @@ def test_isaaclab_reset_draws_all_variation_events_with_one_call(
         expected = applied[r["env_id"], r["episode_in_env"]]
         for key in factors:
             assert r["variations"][key] == pytest.approx(expected[key], abs=1e-4), key
+
+
+# drawing ahead (CPU) ------------------------------------------------------------------------
+
+
+def test_draws_looked_up_ahead_are_the_draws_bit_for_bit():
+    """Random reset batches over 37 envs (episodes advancing, some envs jumping ahead as a
+    resume does, the batch growing to new env ids): looked-up values and notifications equal
+    the draws, with the windows refilled far less often than once per batch."""
+    ahead, plain = DrawAhead(episodes=4), make_variations()
+    looked_up = make_variations()
+    heard_plain, heard_ahead = listen(plain), listen(looked_up)
+    gen = torch.Generator().manual_seed(0)
+    episodes = torch.zeros(37, dtype=torch.long)
+    fills = 0
+    fill = ahead._fill
+
+    def counted(*args):
+        nonlocal fills
+        fills += 1
+        fill(*args)
+
+    ahead._fill = counted
+    for batch in range(300):
+        num_envs = 20 if batch < 100 else 37  # new env ids arrive
+        env_ids = torch.randperm(num_envs, generator=gen)[: int(torch.randint(1, 6, (1,)))]
+        if batch % 97 == 96:
+            episodes[env_ids[0]] += 40  # a resume: the env continues far ahead
+        for dtype in (torch.float32,) if batch % 2 else (torch.float64,):
+            kw = {"seed": SEED, "episode_in_env": episodes[env_ids].clone(), "dtype": dtype}
+            expected = sample_variations(plain, env_ids, **kw)
+            got = sample_variations(looked_up, env_ids, **kw, ahead=ahead)
+            assert list(got) == list(expected)
+            for key, values in expected.items():
+                assert got[key].dtype == values.dtype and torch.equal(got[key], values), key
+        episodes[env_ids] += 1
+    assert_same_draws(heard_ahead, heard_plain)
+    assert 3 <= fills < 100
+
+
+def test_drawing_ahead_follows_a_new_config_a_new_seed_and_an_override():
+    (mass,) = make_variations()[:1]
+    ahead = DrawAhead()
+    ids, episodes = torch.tensor([0, 3]), torch.tensor([0, 2])
+
+    def draw(seed: int = SEED) -> torch.Tensor:
+        return sample_variations([mass], ids, seed=seed, episode_in_env=episodes, ahead=ahead)[
+            mass.key
+        ]
+
+    def direct(seed: int = SEED) -> torch.Tensor:
+        return mass.sample(ids, seed=seed, episode_in_env=episodes)
+
+    assert torch.equal(draw(), direct())
+    mass.apply_cfg(VariationCfg(key=mass.key, sampler=UniformCfg(low=10.0, high=20.0)))
+    assert torch.equal(draw(), direct()) and (draw() >= 10).all()
+    assert torch.equal(draw(seed=5), direct(seed=5)) and not torch.equal(draw(seed=5), draw())
+    mass.override = replayed
+    assert torch.equal(draw(), torch.tensor([0.0, 32.0]))  # the override, not the table
+    with pytest.raises(ValueError, match="episodes must be >= 1"):
+        DrawAhead(episodes=0)

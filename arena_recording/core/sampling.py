@@ -174,10 +174,14 @@ class SamplerBase(ABC):
         values = self._sample(uniforms, dtype)
         if env_ids is None:
             values = values[0]
-        draw = Draw(self.key, values, env_ids, Scope(scope), episode_in_env, draw_index)
+        return self.emit(Draw(self.key, values, env_ids, Scope(scope), episode_in_env, draw_index))
+
+    def emit(self, draw: Draw) -> torch.Tensor:
+        """Tell the listeners about ``draw`` (values found otherwise, e.g. drawn ahead); its
+        values."""
         for listener in self._listeners:
             listener(draw)
-        return values
+        return draw.values
 
     @abstractmethod
     def _sample(self, u: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -221,7 +225,15 @@ class _TransformSampler(SamplerBase):
         self._transform = transform
 
     def _sample(self, u: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        values = self._transform(u)
+        return self.cast(self.transform(u), dtype)
+
+    def transform(self, u: torch.Tensor) -> torch.Tensor:
+        """The values of uniforms ``u`` before ``cast``: float64, or indices, or booleans."""
+        return self._transform(u)
+
+    @staticmethod
+    def cast(values: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """Floating values in ``dtype``; indices and booleans as they are."""
         return values if values.dtype in (torch.bool, torch.int64) else values.to(dtype)
 
 

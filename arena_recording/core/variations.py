@@ -256,6 +256,120 @@ def uniforms_for(
     return uniforms
 
 
+class DrawAhead:
+    """Draws a CPU env's episode-scope variations for every env's next ``episodes`` episodes in
+    one generator call, so that a reset's draw is a lookup.
+
+    On the CPU a draw costs about 100 µs per generator call whatever its size (numpy calls on
+    a few values), so that call dominates a reset batch's draw. A draw is a pure function of
+    (seed, key, env, episode), so values drawn ahead are the values: bit for bit, with the same
+    ``Draw`` notifications, at the reset that opens their episode (nothing is notified ahead).
+    When a batch asks for an episode outside an env's window (or the seed, a sampler or the
+    number of envs changed), every env's window moves to its next episode in one call. Give
+    one to ``sample_variations`` per env; CUDA draws ignore it (there a draw is one launch).
+
+    Example::
+
+        ahead = DrawAhead()
+        drawn = sample_variations(variations, env_ids, seed=7, episode_in_env=eps, ahead=ahead)
+    """
+
+    def __init__(self, episodes: int = 16) -> None:
+        if episodes < 1:
+            raise ValueError(f"episodes must be >= 1, got {episodes}")
+        self.episodes = episodes
+        self._seed: int | None = None
+        self._samplers: dict[VariationBase, Any] = {}  # the sampler each column was drawn with
+        # one row per (env, episode held), every variation's values side by side in float64
+        # (indices and booleans are exact there), and where each variation's columns are
+        self._table = torch.zeros(0, 0, dtype=torch.float64)
+        self._columns: dict[VariationBase, torch.dtype] = {}  # in table order, the exact dtype
+        self._widths: list[int] = []
+        self._first = torch.zeros(0, dtype=torch.int64)  # first episode held, per env
+        self._next = torch.zeros(0, dtype=torch.int64)  # each env's next episode to draw
+
+    def takes(self, variation: VariationBase, env_ids: torch.Tensor | None, step: Any) -> bool:
+        """Whether this draw of ``variation`` can be looked up: an episode-scope draw from a
+        built-in sampler, at draw index 0, on the CPU."""
+        return (
+            env_ids is not None
+            and env_ids.device.type == "cpu"
+            and step is None
+            and variation.scope is Scope.episode
+            and variation.batchable
+            and hasattr(variation.sampler, "transform")
+        )
+
+    def values(
+        self,
+        variations: Sequence[VariationBase],
+        env_ids: torch.Tensor,
+        episode_in_env: torch.Tensor,
+        seed: int,
+    ) -> dict[VariationBase, torch.Tensor]:
+        """Each variation's values for a (non-empty) batch, before ``cast``."""
+        env_ids = env_ids.long()
+        episodes = torch.as_tensor(episode_in_env, dtype=torch.int64)
+        offset = self._offset(variations, env_ids, episodes, seed)
+        if offset is None:
+            self._fill(variations, env_ids, episodes, seed)
+            offset = episodes - self._first[env_ids]
+        rows = self._table.index_select(0, offset.add_(env_ids, alpha=self.episodes))
+        self._next.index_copy_(0, env_ids, episodes + 1)
+        blocks = dict(zip(self._columns, rows.split(self._widths, dim=1), strict=True))
+        n, out = env_ids.shape[0], {}
+        for v in variations:
+            values = blocks[v].reshape(n, *v.sampler.shape)
+            dtype = self._columns[v]
+            out[v] = values if dtype == torch.float64 else values.to(dtype)
+        return out
+
+    def _offset(
+        self,
+        variations: Sequence[VariationBase],
+        env_ids: torch.Tensor,
+        episodes: torch.Tensor,
+        seed: int,
+    ) -> torch.Tensor | None:
+        """Each row's episode within its env's window; ``None`` when a window must move."""
+        if seed != self._seed or any(self._samplers.get(v) is not v.sampler for v in variations):
+            return None
+        try:
+            offset = episodes - self._first[env_ids]
+        except IndexError:  # an env id beyond the table
+            return None
+        low, high = torch.aminmax(offset)
+        return offset if low >= 0 and high < self.episodes else None
+
+    def _fill(
+        self,
+        variations: Sequence[VariationBase],
+        env_ids: torch.Tensor,
+        episodes: torch.Tensor,
+        seed: int,
+    ) -> None:
+        """Every env's window from its next episode (the batch's from the episode it asks)."""
+        num_envs = max(self._first.shape[0], int(env_ids.max()) + 1)
+        first = torch.zeros(num_envs, dtype=torch.int64)
+        first[: self._next.shape[0]] = self._next
+        first[env_ids] = episodes
+        depth = self.episodes
+        env_grid = torch.arange(num_envs).repeat_interleave(depth)
+        episode_grid = (first[:, None] + torch.arange(depth)).reshape(-1)
+        samplers = [v.sampler for v in variations]
+        uniforms = batch_uniforms(samplers, env_grid, seed=seed, episode_in_env=episode_grid)
+        blocks, self._columns = [], {}
+        for variation, sampler, u in zip(variations, samplers, uniforms, strict=True):
+            exact = sampler.transform(u)
+            blocks.append(exact.reshape(num_envs * depth, -1).to(torch.float64))
+            self._columns[variation] = exact.dtype
+        self._table = torch.cat(blocks, dim=1)
+        self._widths = [b.shape[1] for b in blocks]
+        self._samplers = dict(zip(variations, samplers, strict=True))
+        self._seed, self._first = seed, first
+        self._next = first.clone()
+
+
 def sample_variations(
     variations: Sequence[VariationBase],
     env_ids: torch.Tensor | None,
@@ -265,6 +379,7 @@ def sample_variations(
     step: torch.Tensor | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
+    ahead: DrawAhead | None = None,
 ) -> dict[str, torch.Tensor]:
     """Draw several variations for one batch: each ``variation.sample(env_ids, ...)`` in turn,
     with the uniforms of all computed by one generator call (one per scope present), since on
@@ -275,20 +390,43 @@ def sample_variations(
     like ``sample`` draws it. Keys must be unique (a ``ConfigError`` names a repeated one).
     Returns each variation's values by key.
 
+    ``ahead`` (a ``DrawAhead``) looks up the CPU episode-scope draws it can take instead.
+
     Example::
 
         drawn = sample_variations([mass, friction], env_ids, seed=7, episode_in_env=episodes)
         masses, frictions = drawn["object.mass"], drawn["table.friction"]
     """
     unique_keys(variations, "this batch")
+    found: dict[VariationBase, torch.Tensor] = {}
+    if ahead is not None and episode_in_env is not None and env_ids is not None and env_ids.numel():
+        looked_up = [v for v in variations if ahead.takes(v, env_ids, step)]
+        if looked_up:
+            found = ahead.values(looked_up, env_ids, episode_in_env, seed)
     uniforms = uniforms_for(
-        variations, env_ids, seed=seed, episode_in_env=episode_in_env, step=step, device=device
+        [v for v in variations if v not in found],
+        env_ids,
+        seed=seed,
+        episode_in_env=episode_in_env,
+        step=step,
+        device=device,
     )
     kw = {"seed": seed, "episode_in_env": episode_in_env, "step": step, "device": device}
     drawn: dict[str, torch.Tensor] = {}
     for variation in variations:
-        u = uniforms.get(variation)
-        if u is None:  # overridden, or a subclass that draws otherwise
+        values, u = found.get(variation), uniforms.get(variation)
+        if values is not None:  # looked up: notified as the draw it is
+            sampler = variation.sampler
+            draw = Draw(
+                variation.key,
+                sampler.cast(values, dtype),
+                env_ids,
+                Scope.episode,
+                episode_in_env,
+                0,
+            )
+            drawn[variation.key] = sampler.emit(draw)
+        elif u is None:  # overridden, or a subclass that draws otherwise
             drawn[variation.key] = variation.sample(env_ids, **kw, dtype=dtype)
         else:
             drawn[variation.key] = variation.sample(env_ids, **kw, dtype=dtype, uniforms=u)

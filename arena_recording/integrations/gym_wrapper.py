@@ -40,7 +40,12 @@ from arena_recording.core.config import unknown_keys
 from arena_recording.core.episodes import EpisodeEnd, EpisodeIdentity
 from arena_recording.core.sampling import Scope
 from arena_recording.core.session import active_session, resolve_seed
-from arena_recording.core.variations import VariationBase, sample_variations, unique_keys
+from arena_recording.core.variations import (
+    DrawAhead,
+    VariationBase,
+    sample_variations,
+    unique_keys,
+)
 from arena_recording.errors import ConfigError
 
 TERMINATIONS = ("terminated", "truncated")
@@ -101,6 +106,7 @@ class VariationsWrapper(VectorWrapper):
         self.attributes = {v.key: _attribute(v) for v in self.variations}
         self.autoreset_mode = env.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
         self.identity = EpisodeIdentity(self.num_envs, num_episodes=num_episodes)
+        self._ahead = DrawAhead()  # each reset's draws are lookups (CPU envs)
         self.lengths = np.zeros(self.num_envs, dtype=np.int64)
         self._resetting = np.zeros(0, dtype=np.int64)  # NEXT_STEP: envs that reset this step
         self._current = {v.key: [None] * self.num_envs for v in self.variations}
@@ -220,14 +226,19 @@ class VariationsWrapper(VectorWrapper):
         self._draw(env_ids, Scope.episode)
 
     def _draw(self, env_ids: torch.Tensor, scope: Scope) -> None:
-        """Draw the variations of ``scope`` for ``env_ids`` (one generator call for all of
-        them) and set each on the sub-envs."""
+        """Draw the variations of ``scope`` for ``env_ids`` (looked up, or one generator call
+        for all of them) and set each on the sub-envs."""
         variations = [v for v in self.variations if v.scope is scope]
         if not variations:
             return
         episodes = self.identity.episode_in_env[env_ids]
         drawn = sample_variations(
-            variations, env_ids, seed=self.seed, episode_in_env=episodes, dtype=torch.float64
+            variations,
+            env_ids,
+            seed=self.seed,
+            episode_in_env=episodes,
+            dtype=torch.float64,
+            ahead=self._ahead,
         )
         for variation in variations:
             values = drawn[variation.key].tolist()
