@@ -28,6 +28,7 @@ def test_pack_concatenates_segments_in_order_and_recycles_host_buffers():
         "id": [torch.randint(0, 9, (3,), generator=gen), torch.randint(0, 9, (4,), generator=gen)],
         "pos": [torch.rand(2, 3, generator=gen, dtype=torch.float64)],
         "half": [torch.rand(5, generator=gen).to(torch.bfloat16)],
+        "narrowed": [torch.arange(3, dtype=torch.int32), torch.arange(2)],  # the first's dtype
     }
     for name, segments in parts.items():
         for segment in segments:
@@ -37,7 +38,8 @@ def test_pack_concatenates_segments_in_order_and_recycles_host_buffers():
     assert len(log) == 0 and log.nbytes == 0
     columns = packed.wait()
     for name, segments in parts.items():
-        expected = torch.cat([s.float() if s.dtype == torch.bfloat16 else s for s in segments])
+        first = torch.float32 if segments[0].dtype == torch.bfloat16 else segments[0].dtype
+        expected = torch.cat([s.to(first) for s in segments])
         np.testing.assert_array_equal(columns[name], expected.numpy())
     log.append("id", torch.arange(3))
     second = log.pack()

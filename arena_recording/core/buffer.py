@@ -39,10 +39,13 @@ class DeviceLog:
     """Named columns of tensor segments (rows along dim 0), kept on ``device`` until ``pack``."""
 
     def __init__(self, device: torch.device, capacity_bytes: int) -> None:
+        if device.type == "cuda" and device.index is None:  # as the tensors on it name it
+            device = torch.device("cuda", torch.cuda.current_device())
         self.device = device
         self.capacity_bytes = capacity_bytes
         self.nbytes = 0
         self._columns: dict[str, list[torch.Tensor]] = defaultdict(list)
+        self._convert: set[str] = set()  # columns with a segment of another dtype or device
         self._staging = torch.empty(capacity_bytes, dtype=torch.uint8, device=device)
         self._free: queue.Queue[torch.Tensor] = queue.Queue()
         for _ in range(_HOST_BUFFERS):
@@ -61,7 +64,11 @@ class DeviceLog:
 
     def append(self, column: str, tensor: torch.Tensor) -> None:
         """Keep ``tensor`` (rows along dim 0) as the next segment of ``column``; no copy."""
-        self._columns[column].append(tensor)
+        segments = self._columns[column]
+        first = segments[0] if segments else tensor
+        if tensor.device != self.device or _host_dtype(tensor.dtype) != first.dtype:
+            self._convert.add(column)  # ``pack`` converts this column's segments one by one
+        segments.append(tensor)
         self.nbytes += tensor.numel() * _host_dtype(tensor.dtype).itemsize
 
     def pack(self, block: bool = True) -> Packed | None:
@@ -89,7 +96,8 @@ class DeviceLog:
         for name, segments in self._columns.items():
             start, dtype, shape = layout[name]
             out = _view(self._staging, start, dtype, shape)
-            segments = [s.to(self.device, dtype) for s in segments]
+            if name in self._convert:
+                segments = [s.to(self.device, dtype) for s in segments]
             if len(segments) == 1:
                 out.copy_(segments[0])
             else:
@@ -101,6 +109,7 @@ class DeviceLog:
                 event = torch.cuda.Event()
                 event.record()
         self._columns = defaultdict(list)
+        self._convert = set()
         self.nbytes = 0
         return Packed(host, layout, event, self._free)
 
