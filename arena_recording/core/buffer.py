@@ -30,9 +30,12 @@ _ALIGN = 8
 _HOST_BUFFERS = 2  # one being encoded while the next flush fills the other
 
 
+_WIDENED = (torch.float16, torch.bfloat16)
+
+
 def _host_dtype(dtype: torch.dtype) -> torch.dtype:
     """Column dtypes numpy can read: half precision is widened to float32."""
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+    return torch.float32 if dtype in _WIDENED else dtype
 
 
 class DeviceLog:
@@ -42,6 +45,7 @@ class DeviceLog:
         if device.type == "cuda" and device.index is None:  # as the tensors on it name it
             device = torch.device("cuda", torch.cuda.current_device())
         self.device = device
+        self._index = device.index if device.type == "cuda" else -1  # as get_device() says
         self.capacity_bytes = capacity_bytes
         self.nbytes = 0
         self._columns: dict[str, list[torch.Tensor]] = defaultdict(list)
@@ -65,11 +69,15 @@ class DeviceLog:
     def append(self, column: str, tensor: torch.Tensor) -> None:
         """Keep ``tensor`` (rows along dim 0) as the next segment of ``column``; no copy."""
         segments = self._columns[column]
-        first = segments[0] if segments else tensor
-        if tensor.device != self.device or _host_dtype(tensor.dtype) != first.dtype:
+        widened = tensor.dtype in _WIDENED
+        if (
+            widened
+            or tensor.get_device() != self._index
+            or (segments and tensor.dtype != segments[0].dtype)
+        ):
             self._convert.add(column)  # ``pack`` converts this column's segments one by one
         segments.append(tensor)
-        self.nbytes += tensor.numel() * _host_dtype(tensor.dtype).itemsize
+        self.nbytes += tensor.nbytes * (2 if widened else 1)
 
     def pack(self, block: bool = True) -> Packed | None:
         """Copy every column to host memory in one transfer and start a new log.
