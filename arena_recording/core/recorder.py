@@ -6,10 +6,11 @@ a reset batch ended, before it advances their identity and runs the reset.
 Nothing on this path waits for the GPU. ``close`` gathers the batch's identities (one
 operation), runs the custom terms and keeps every tensor involved, and each draw is kept as the
 sampler returned it, in a device-side buffer (``DeviceLog``). A flush copies that buffer to host
-memory in one non-blocking transfer; a background thread then replays the draws and closes in
-order (which values each episode ran with, whether an episode-scope variation was drawn twice),
-runs the built-in terms ``core`` and ``variations`` on the host columns, encodes and writes the
-lines. Flushes happen every ``flush_every_s`` seconds (``0``: at every reset batch, on the
+memory in one non-blocking transfer; a background thread hands it to the writer
+(``arena_recording.core.writer``: on that thread, or in a child process), which replays the
+draws and closes in order (which values each episode ran with, whether an episode-scope
+variation was drawn twice), runs the built-in terms ``core`` and ``variations`` on the host
+columns, encodes and writes the lines. Flushes happen every ``flush_every_s`` seconds (``0``: at every reset batch, on the
 caller's thread, as a plain synchronous recorder), when the buffer is full, and at ``finish``;
 a hard kill loses at most the last ``flush_every_s`` seconds of records.
 
