@@ -514,9 +514,9 @@ class WriterProcess:
                 env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},  # our modules
             )
         self._conn = Connection(ours.detach())
-        # not waited for: the child imports torch meanwhile; the next call reads its answer
-        self._conn.send(("start", dict(spec), str(sink.path), sink.fsync, sink.seq))
-        self._unanswered = 1
+        # waited for (the child's imports take a second or two): a writer still starting while
+        # flushes pile up would hold records longer than ``flush_every_s``
+        self._call("start", dict(spec), str(sink.path), sink.fsync, sink.seq)
 
     @property
     def counts(self) -> Counter[str]:
@@ -550,27 +550,21 @@ class WriterProcess:
                 self._process.kill()
 
     def _call(self, name: str, *args: Any) -> Any:
-        """Send one call and read every answer due (the start's too); raise the first error."""
-        error: BaseException | None = None
+        """Send one call and wait for its answer; raise the error the child sent back."""
         try:
             with self._lock:
                 self._conn.send((name, *args))
-                self._unanswered += 1
-                while self._unanswered:
-                    ok, value, self.sink.seq, self._counts = self._conn.recv()
-                    self._unanswered -= 1
-                    if not ok and error is None:
-                        error = value
+                ok, value, self.sink.seq, self._counts = self._conn.recv()
         except (EOFError, OSError) as err:
             code = self._process.poll()
             raise RuntimeError(
                 f"the arena-recording writer process ended (exit code {code}); the records "
                 f"written before are whole, the last flush's are missing ({err!r})"
             ) from None
-        if error is not None:
-            if isinstance(error, OSError):
-                self.sink.error = error  # the session reports it as a failed write
-            raise error
+        if not ok:
+            if isinstance(value, OSError):
+                self.sink.error = value  # the session reports it as a failed write
+            raise value
         return value
 
 
