@@ -141,8 +141,6 @@ class EpisodeRecorder:
         self.identity = identity
         self.terms = list(terms)
         self.sink = sink
-        self.run_id = run_id
-        self.rank = rank
         self.seed = seed
         self.env = env
         self.flush_every_s = flush_every_s
@@ -159,14 +157,16 @@ class EpisodeRecorder:
         self._warned = False
         self._last_flush = time.monotonic()
         self._owners = self._flush_term_keys()
-        self.writer = self._writer(writer)
+        self.writer = self._writer(writer, run_id, rank)
         self._thread = (
             FlushThread("arena-recording flush", self._flush_if_due, flush_every_s / 4)
             if flush_every_s > 0
             else None
         )
 
-    def _writer(self, kind: WriterKind | str) -> EpisodeWriter | WriterProcess:
+    def _writer(
+        self, kind: WriterKind | str, run_id: str, rank: int
+    ) -> EpisodeWriter | WriterProcess:
         """The writer of this env's records: ``thread``, ``process``, or ``auto`` (a process
         for a CUDA env, whose stepping thread must not share the interpreter lock with it)."""
         if kind not in WriterKind.__members__:
@@ -174,8 +174,8 @@ class EpisodeRecorder:
         spec = {
             "num_envs": self.identity.num_envs,
             "terms": [t if t.func in FLUSH_TERMS else t.name for t in self.terms],
-            "run_id": self.run_id,
-            "rank": self.rank,
+            "run_id": run_id,
+            "rank": rank,
             "seed": self.seed,
             "start_time": time.time(),
         }
