@@ -73,7 +73,8 @@ def record(out: str, plan: dict[str, Any], progress: Any = None) -> None:
     """One writer process: resume (or start) the recording in ``out`` and step CartPole until
     every env met its quota. ``progress`` (a pipe) gets, after each step, the records in the
     file (all segments) and the episodes ended so far; ``None`` as the last one when it starts
-    to finish."""
+    to finish. ``plan["pace_s"]``, a pause after each step, makes a run last long enough to be
+    killed mid-way on a fast machine too."""
     import gymnasium as gym
     import numpy as np
 
@@ -94,6 +95,7 @@ def record(out: str, plan: dict[str, Any], progress: Any = None) -> None:
         rng = np.random.default_rng()
         while not env.identity.quota_met():
             env.step(rng.integers(0, 2, env.num_envs))
+            time.sleep(plan.get("pace_s", 0.0))
             if progress is not None:
                 ended = int(env.identity.episode_in_env.sum())
                 progress.send((env.recorder.sink.seq, ended))

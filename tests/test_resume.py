@@ -59,7 +59,9 @@ def kill_while_recording(ctx, out: Path, plan: dict, at_least: int) -> int:
 
 @pytest.mark.parametrize("flush_every_s", [0.0, 0.5])
 def test_sigkill_then_resume_repeats_no_identity(ctx, tmp_path, flush_every_s):
+    # ~1,000 steps paced to >= 3 s: several flushes land before the run could end
     plan = {"num_envs": 8, "num_episodes": 400, "flush_every_s": flush_every_s, "seed": 5}
+    plan["pace_s"] = 0.003
     written = kill_while_recording(ctx, tmp_path, plan, at_least=100)
     killed = read_manifest(tmp_path / "manifest.json")
     assert killed.status == "running" and killed.counts.episodes <= written  # may be stale
