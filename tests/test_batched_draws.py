@@ -169,10 +169,10 @@ def test_batch_uniforms_are_each_samplers_counter_uniforms():
     assert [u.shape for u in empty] == [(0, *s.shape) for s in samplers]
 
 
-def test_wrong_uniforms_and_repeated_keys_are_refused():
+def test_wrong_drawn_values_and_repeated_keys_are_refused():
     sampler = build_sampler(UniformCfg(low=[0.0, 0.0], high=[1.0, 1.0]), "pos")
-    with pytest.raises(ValueError, match="pos: uniforms of shape"):
-        sampler.sample(torch.arange(3), seed=0, uniforms=torch.rand(3, 3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="pos: drawn values of shape"):
+        sampler.sample(torch.arange(3), seed=0, drawn=torch.rand(3, 3))
     twice = [
         VariationBase(VariationCfg(key="m", sampler=UniformCfg(low=0, high=1))) for _ in range(2)
     ]

@@ -209,9 +209,45 @@ if triton is not None:
     _ROUNDS = tl.constexpr(ROUNDS)
     _SCALE_TL = tl.constexpr(_SCALE)
 
+    @triton.jit
+    def uniforms_block(
+        table_ptr,
+        env_ptr,
+        episode_ptr,
+        draw_ptr,
+        env_stride,
+        episode_stride,
+        draw_stride,
+        row,
+        col,
+        width,
+        mask,
+        SCALAR_DRAW: tl.constexpr,
+        BLOCK: tl.constexpr,
+    ):
+        """The float64 uniforms of elements ``(row, col)``: column ``col`` reads its round keys
+        and component index from column ``col`` of ``table`` (``_columns``)."""
+        c0 = tl.load(env_ptr + row * env_stride, mask=mask, other=0).to(tl.uint32)
+        c1 = tl.load(episode_ptr + row * episode_stride, mask=mask, other=0).to(tl.uint32)
+        if SCALAR_DRAW:
+            c2 = tl.full([BLOCK], 0, tl.uint32) + tl.load(draw_ptr).to(tl.uint32)
+        else:
+            c2 = tl.load(draw_ptr + row * draw_stride, mask=mask, other=0).to(tl.uint32)
+        c3 = tl.load(table_ptr + 2 * _ROUNDS * width + col, mask=mask, other=0).to(tl.uint32)
+        m0 = tl.full([BLOCK], _M0, tl.uint32)
+        m1 = tl.full([BLOCK], _M1, tl.uint32)
+        for r in tl.static_range(_ROUNDS):
+            k0 = tl.load(table_ptr + 2 * r * width + col, mask=mask, other=0).to(tl.uint32)
+            k1 = tl.load(table_ptr + (2 * r + 1) * width + col, mask=mask, other=0).to(tl.uint32)
+            hi0, lo0 = tl.umulhi(m0, c0), m0 * c0
+            hi1, lo1 = tl.umulhi(m1, c2), m1 * c2
+            c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
+        odd = (c0.to(tl.uint64) << 21) | (c1 >> 11).to(tl.uint64) | 1
+        return odd.to(tl.float64) * _SCALE_TL
+
     # Sizes and strides are runtime values and the index pointers may be unaligned slices, so
     # one compiled kernel serves every batch and key set (only a scalar draw index is a second
-    # kernel). Column c reads its round keys and component index from column c of ``table``.
+    # kernel).
     @triton.jit(
         do_not_specialize=["env_stride", "episode_stride", "draw_stride", "total", "width"],
         do_not_specialize_on_alignment=["env_ptr", "episode_ptr", "draw_ptr"],
@@ -232,25 +268,11 @@ if triton is not None:
     ):
         offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         mask = offs < total
-        row = offs // width
-        col = offs % width
-        c0 = tl.load(env_ptr + row * env_stride, mask=mask, other=0).to(tl.uint32)
-        c1 = tl.load(episode_ptr + row * episode_stride, mask=mask, other=0).to(tl.uint32)
-        if SCALAR_DRAW:
-            c2 = tl.full([BLOCK], 0, tl.uint32) + tl.load(draw_ptr).to(tl.uint32)
-        else:
-            c2 = tl.load(draw_ptr + row * draw_stride, mask=mask, other=0).to(tl.uint32)
-        c3 = tl.load(table_ptr + 2 * _ROUNDS * width + col, mask=mask, other=0).to(tl.uint32)
-        m0 = tl.full([BLOCK], _M0, tl.uint32)
-        m1 = tl.full([BLOCK], _M1, tl.uint32)
-        for r in tl.static_range(_ROUNDS):
-            k0 = tl.load(table_ptr + 2 * r * width + col, mask=mask, other=0).to(tl.uint32)
-            k1 = tl.load(table_ptr + (2 * r + 1) * width + col, mask=mask, other=0).to(tl.uint32)
-            hi0, lo0 = tl.umulhi(m0, c0), m0 * c0
-            hi1, lo1 = tl.umulhi(m1, c2), m1 * c2
-            c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
-        odd = (c0.to(tl.uint64) << 21) | (c1 >> 11).to(tl.uint64) | 1
-        tl.store(out_ptr + offs, odd.to(tl.float64) * _SCALE_TL, mask=mask)
+        u = uniforms_block(
+            table_ptr, env_ptr, episode_ptr, draw_ptr, env_stride, episode_stride, draw_stride,
+            offs // width, offs % width, width, mask, SCALAR_DRAW, BLOCK,
+        )  # fmt: skip
+        tl.store(out_ptr + offs, u, mask=mask)
 
 
 def _triton_uniforms(

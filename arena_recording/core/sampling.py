@@ -11,8 +11,10 @@ Example::
     sampler.add_listener(lambda draw: print(draw.key, draw.values))
     values = sampler.sample(torch.tensor([0, 3]), seed=7, episode_in_env=torch.tensor([0, 2]))
 
-Several samplers drawing for one batch can share one generator launch (``batch_uniforms``):
-each gets the same uniforms it would have computed itself, passed in as ``uniforms=``.
+Several samplers drawing for one batch share one generator call (``batch_draw``): each gets
+the values it would have drawn itself, passed back in as ``drawn=``. On CUDA the built-in
+samplers' draws, uniforms and transforms together, are one Triton kernel for the whole batch
+(``arena_recording.core.fused``).
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ from typing import Any
 
 import torch
 
-from arena_recording.core import philox
+from arena_recording.core import fused, philox
 from arena_recording.core.config import SamplerCfg, SamplerType, Scope
+from arena_recording.core.fused import Kind, TransformSpec
 from arena_recording.core.philox import derive_key, philox_uniforms
 
 _BUILD_EPISODE = -1  # episode index used for build-time draws
@@ -125,6 +128,52 @@ def batch_uniforms(
     return [b.reshape(n, *s.shape) for b, s in zip(blocks, samplers, strict=True)]
 
 
+def batch_draw(
+    samplers: Sequence[SamplerBase],
+    env_ids: torch.Tensor | None,
+    *,
+    seed: int,
+    episode_in_env: torch.Tensor | None = None,
+    draw_index: torch.Tensor | int = 0,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> list[torch.Tensor]:
+    """The values each of ``samplers`` would draw in ``sample`` for this batch, computed
+    together: on CUDA one fused kernel for the built-in samplers (uniforms and transforms),
+    otherwise one generator call and each sampler's transform.
+
+    Entry ``i`` has shape ``(n, *samplers[i].shape)`` (``n = 1`` for a build-time draw); pass it
+    back as ``samplers[i].sample(..., drawn=entry)``, which notifies the listeners.
+
+    Example::
+
+        masses, positions = batch_draw([mass, pos], env_ids, seed=7, episode_in_env=episodes)
+        mass.sample(env_ids, seed=7, episode_in_env=episodes, drawn=masses)
+    """
+    ids, episodes = _counters(env_ids, episode_in_env, device)
+    out: dict[int, torch.Tensor] = {}
+    specs = [getattr(s, "spec", None) for s in samplers]
+    fusable = [i for i, spec in enumerate(specs) if spec is not None]
+    if fusable and fused.available(ids.device, dtype):
+        keys = [derive_key(seed, samplers[i]._key_hash) for i in fusable]
+        values = fused.draw([specs[i] for i in fusable], keys, ids, episodes, draw_index, dtype)
+        out.update(zip(fusable, values, strict=True))
+    rest = [s for i, s in enumerate(samplers) if i not in out]
+    uniforms = iter(
+        batch_uniforms(
+            rest,
+            env_ids,
+            seed=seed,
+            episode_in_env=episode_in_env,
+            draw_index=draw_index,
+            device=device,
+        )
+    )
+    return [
+        out[i] if i in out else s._sample(next(uniforms), dtype) for i, s in enumerate(samplers)
+    ]
+
+
 class SamplerBase(ABC):
     """Draws values for a batch of envs and tells its listeners what it drew.
 
@@ -154,24 +203,31 @@ class SamplerBase(ABC):
         scope: Scope = Scope.episode,
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
-        uniforms: torch.Tensor | None = None,
+        drawn: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Draw values for ``env_ids`` (``None``: one build-time value shared by all envs).
 
-        ``uniforms``: this draw's uniforms, computed already (``batch_uniforms``, shape
-        ``(n, *shape)``, ``n = 1`` for a build-time draw); they are used instead of computing them.
+        ``drawn``: this draw's values, computed already (``batch_draw``, shape ``(n, *shape)``,
+        ``n = 1`` for a build-time draw); they are notified and returned instead of drawing.
         """
-        if uniforms is None:
-            ids, episodes = _counters(env_ids, episode_in_env, device)
-            uniforms = counter_uniforms(seed, self._key_hash, ids, episodes, draw_index, self.shape)
+        if drawn is None:
+            (values,) = batch_draw(
+                [self],
+                env_ids,
+                seed=seed,
+                episode_in_env=episode_in_env,
+                draw_index=draw_index,
+                device=device,
+                dtype=dtype,
+            )
         else:
             n = 1 if env_ids is None else env_ids.shape[0]
-            if uniforms.shape != (n, *self.shape):
+            if drawn.shape != (n, *self.shape):
                 raise ValueError(
-                    f"{self.key}: uniforms of shape {tuple(uniforms.shape)} for a draw of "
+                    f"{self.key}: drawn values of shape {tuple(drawn.shape)} for a draw of "
                     f"shape {(n, *self.shape)}"
                 )
-        values = self._sample(uniforms, dtype)
+            values = drawn
         if env_ids is None:
             values = values[0]
         return self.emit(Draw(self.key, values, env_ids, Scope(scope), episode_in_env, draw_index))
@@ -216,13 +272,19 @@ class OnDevice:
 
 
 class _TransformSampler(SamplerBase):
-    """A sampler whose values are ``transform(u)``; ``build_sampler`` supplies the transform."""
+    """A sampler whose values are ``transform(u)``; ``build_sampler`` supplies the transform,
+    and its ``spec``, the same transform as the fused CUDA draw computes it."""
 
     def __init__(
-        self, key: str, shape: tuple[int, ...], transform: Callable[[torch.Tensor], torch.Tensor]
+        self,
+        key: str,
+        shape: tuple[int, ...],
+        transform: Callable[[torch.Tensor], torch.Tensor],
+        spec: TransformSpec,
     ) -> None:
         super().__init__(key, shape)
         self._transform = transform
+        self.spec = spec
 
     def _sample(self, u: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         return self.cast(self.transform(u), dtype)
@@ -238,9 +300,15 @@ class _TransformSampler(SamplerBase):
 
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
+Built = tuple[Transform, TransformSpec]
 
 
-def _uniform(cfg: SamplerCfg) -> Transform:
+def _per_component(shape: tuple[int, ...], *values: torch.Tensor) -> list[list[float]]:
+    """Each of ``values`` broadcast to ``shape`` and flattened: one number per component."""
+    return [torch.broadcast_to(v, shape).reshape(-1).tolist() for v in values]
+
+
+def _uniform(cfg: SamplerCfg) -> Built:
     lo, hi = _as_tensor(cfg.low), _as_tensor(cfg.high)
     bounds = OnDevice(lo, hi - lo)
 
@@ -248,21 +316,23 @@ def _uniform(cfg: SamplerCfg) -> Transform:
         low, span = bounds.on(u.device)
         return low + u * span
 
-    return transform
+    return transform, TransformSpec.of(Kind.affine, *_per_component(cfg.shape, lo, hi - lo))
 
 
-def _log_uniform(cfg: SamplerCfg) -> Transform:
+def _log_uniform(cfg: SamplerCfg) -> Built:
     log_lo = _as_tensor(cfg.low).log()
-    bounds = OnDevice(log_lo, _as_tensor(cfg.high).log() - log_lo)
+    log_span = _as_tensor(cfg.high).log() - log_lo
+    bounds = OnDevice(log_lo, log_span)
 
     def transform(u: torch.Tensor) -> torch.Tensor:
         low, span = bounds.on(u.device)
         return (low + u * span).exp()
 
-    return transform
+    spec = TransformSpec.of(Kind.exp_affine, *_per_component(cfg.shape, log_lo, log_span))
+    return transform, spec
 
 
-def _normal(cfg: SamplerCfg) -> Transform:
+def _normal(cfg: SamplerCfg) -> Built:
     """Inverse-CDF sampling restricted to ``[cdf(low), cdf(high)]`` (all of it untruncated)."""
     mean, std = _as_tensor(cfg.mean), _as_tensor(cfg.std)
     lo = _as_tensor(-math.inf if cfg.low is None else cfg.low)
@@ -274,10 +344,11 @@ def _normal(cfg: SamplerCfg) -> Transform:
         p_low, p_span, mu, sigma = params.on(u.device)
         return mu + sigma * torch.special.ndtri(p_low + u * p_span)
 
-    return transform
+    spec = TransformSpec.of(Kind.normal, *_per_component(cfg.shape, mean, std, p_lo, p_hi - p_lo))
+    return transform, spec
 
 
-def _choice(cfg: SamplerCfg) -> Transform:
+def _choice(cfg: SamplerCfg) -> Built:
     """The index of the choice: records map it to the choice itself (``VariationBase.labels``)."""
     weights = _as_tensor([1.0] * len(cfg.choices) if cfg.weights is None else cfg.weights)
     cumulative = weights.cumsum(0) / weights.sum()
@@ -290,19 +361,23 @@ def _choice(cfg: SamplerCfg) -> Transform:
         # a batched draw's uniforms are a strided view; searchsorted would copy them anyway
         return torch.searchsorted(edges, u.contiguous(), right=True).clamp_max(last)
 
-    return transform
+    numel = math.prod(cfg.shape)
+    return transform, TransformSpec.of(Kind.choice, edges=cumulative.tolist(), numel=numel)
 
 
-def _bernoulli(cfg: SamplerCfg) -> Transform:
-    return lambda u: u < cfg.p
+def _bernoulli(cfg: SamplerCfg) -> Built:
+    p = _as_tensor(cfg.p)
+    return (lambda u: u < cfg.p), TransformSpec.of(Kind.bernoulli, *_per_component(cfg.shape, p))
 
 
-def _constant(cfg: SamplerCfg) -> Transform:
-    value = OnDevice(_as_tensor(cfg.value))
-    return lambda u: value.on(u.device)[0].expand(u.shape)
+def _constant(cfg: SamplerCfg) -> Built:
+    value = _as_tensor(cfg.value)
+    on_device = OnDevice(value)
+    spec = TransformSpec.of(Kind.constant, *_per_component(cfg.shape, value))
+    return (lambda u: on_device.on(u.device)[0].expand(u.shape)), spec
 
 
-_TRANSFORMS: dict[SamplerType, Callable[[SamplerCfg], Transform]] = {
+_TRANSFORMS: dict[SamplerType, Callable[[SamplerCfg], Built]] = {
     SamplerType.uniform: _uniform,
     SamplerType.log_uniform: _log_uniform,
     SamplerType.normal: _normal,
@@ -315,4 +390,4 @@ _TRANSFORMS: dict[SamplerType, Callable[[SamplerCfg], Transform]] = {
 def build_sampler(cfg: SamplerCfg, key: str) -> SamplerBase:
     """The live sampler of a (validated) sampler config, drawing for variation ``key``."""
     cfg = cfg.checked(f"{key}.sampler")
-    return _TransformSampler(key, cfg.shape, _TRANSFORMS[cfg.type](cfg))
+    return _TransformSampler(key, cfg.shape, *_TRANSFORMS[cfg.type](cfg))

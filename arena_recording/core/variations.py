@@ -14,7 +14,7 @@ Example::
     values = mass.sample(torch.arange(4), seed=0, episode_in_env=torch.zeros(4, dtype=torch.long))
 
 An adapter drawing several variations for one reset batch calls ``sample_variations``: the same
-values and notifications as each ``sample`` in turn, with one generator launch for all.
+values and notifications as each ``sample`` in turn, computed together (on CUDA one kernel).
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from arena_recording.core.sampling import (
     Listener,
     OnDevice,
     SamplerBase,
+    batch_draw,
     batch_uniforms,
     build_sampler,
 )
@@ -124,14 +125,14 @@ class VariationBase:
         step: torch.Tensor | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
-        uniforms: torch.Tensor | None = None,
+        drawn: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Draw for ``env_ids`` in the episodes ``episode_in_env``.
 
         Build scope ignores episodes (``env_ids=None`` draws one value shared by all envs);
         interval scope needs ``step``, the step within the episode, which is also the draw index.
-        ``uniforms``: this draw's uniforms, computed already (``uniforms_for``); an override
-        ignores them.
+        ``drawn``: this draw's values, computed already (``draws_for``); an override ignores
+        them.
         """
         self._check(env_ids, episode_in_env, step)
         if self.override is not None:
@@ -144,12 +145,12 @@ class VariationBase:
             scope=self.scope,
             device=device,
             dtype=dtype,
-            uniforms=uniforms,
+            drawn=drawn,
         )
 
     @property
     def batchable(self) -> bool:
-        """Whether a batched draw may compute this variation's uniforms: it draws from its
+        """Whether a batched draw may compute this variation's values: it draws from its
         sampler (no replay override, no subclass drawing otherwise)."""
         return self.override is None and type(self).sample is VariationBase.sample
 
@@ -223,7 +224,7 @@ def unique_keys(variations: Iterable[VariationBase], where: str = "this env") ->
             )
 
 
-def uniforms_for(
+def draws_for(
     variations: Sequence[VariationBase],
     env_ids: torch.Tensor | None,
     *,
@@ -231,9 +232,11 @@ def uniforms_for(
     episode_in_env: torch.Tensor | None = None,
     step: torch.Tensor | None = None,
     device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> dict[VariationBase, torch.Tensor]:
-    """The uniforms of the ``batchable`` ones of ``variations`` for one batch, one generator
-    call per scope among them; pass each back as ``variation.sample(..., uniforms=...)``.
+    """The values of the ``batchable`` ones of ``variations`` for one batch, computed together
+    per scope among them (``batch_draw``: on CUDA one kernel); pass each back as
+    ``variation.sample(..., drawn=...)``, which notifies the listeners.
 
     The others (overridden) get none: they draw as usual. Arguments are ``sample``'s.
     """
@@ -242,18 +245,19 @@ def uniforms_for(
         if variation.batchable:
             variation._check(env_ids, episode_in_env, step)  # raise before drawing any
             by_scope.setdefault(variation.scope, []).append(variation)
-    uniforms: dict[VariationBase, torch.Tensor] = {}
-    for scope, group in by_scope.items():
-        blocks = batch_uniforms(
+    drawn: dict[VariationBase, torch.Tensor] = {}
+    for group in by_scope.values():
+        values = batch_draw(
             [v.sampler for v in group],
             env_ids,
             seed=seed,
-            episode_in_env=None if scope is Scope.build else episode_in_env,
+            episode_in_env=group[0]._episodes(episode_in_env),
             draw_index=0 if step is None else step,
             device=device,
+            dtype=dtype,
         )
-        uniforms.update(zip(group, blocks, strict=True))
-    return uniforms
+        drawn.update(zip(group, values, strict=True))
+    return drawn
 
 
 class DrawAhead:
@@ -382,8 +386,8 @@ def sample_variations(
     ahead: DrawAhead | None = None,
 ) -> dict[str, torch.Tensor]:
     """Draw several variations for one batch: each ``variation.sample(env_ids, ...)`` in turn,
-    with the uniforms of all computed by one generator call (one per scope present), since on
-    CUDA each call is a kernel launch costing more host time than the draw.
+    with the values of all computed together (``draws_for``: on CUDA one kernel per scope
+    present, since there each launch costs more host time than the draw).
 
     Values and listener notifications (same ``Draw`` fields, same order) are those of the
     separate calls; an overridden variation draws from its override, a disabled one is drawn
@@ -402,32 +406,10 @@ def sample_variations(
     if ahead is not None and episode_in_env is not None and env_ids is not None and env_ids.numel():
         looked_up = [v for v in variations if ahead.takes(v, env_ids, step)]
         if looked_up:
-            found = ahead.values(looked_up, env_ids, episode_in_env, seed)
-    uniforms = uniforms_for(
-        [v for v in variations if v not in found],
-        env_ids,
-        seed=seed,
-        episode_in_env=episode_in_env,
-        step=step,
-        device=device,
-    )
+            found = {
+                v: v.sampler.cast(values, dtype)
+                for v, values in ahead.values(looked_up, env_ids, episode_in_env, seed).items()
+            }
     kw = {"seed": seed, "episode_in_env": episode_in_env, "step": step, "device": device}
-    drawn: dict[str, torch.Tensor] = {}
-    for variation in variations:
-        values, u = found.get(variation), uniforms.get(variation)
-        if values is not None:  # looked up: notified as the draw it is
-            sampler = variation.sampler
-            draw = Draw(
-                variation.key,
-                sampler.cast(values, dtype),
-                env_ids,
-                Scope.episode,
-                episode_in_env,
-                0,
-            )
-            drawn[variation.key] = sampler.emit(draw)
-        elif u is None:  # overridden, or a subclass that draws otherwise
-            drawn[variation.key] = variation.sample(env_ids, **kw, dtype=dtype)
-        else:
-            drawn[variation.key] = variation.sample(env_ids, **kw, dtype=dtype, uniforms=u)
-    return drawn
+    found |= draws_for([v for v in variations if v not in found], env_ids, **kw, dtype=dtype)
+    return {v.key: v.sample(env_ids, **kw, dtype=dtype, drawn=found.get(v)) for v in variations}

@@ -46,8 +46,9 @@ from isaaclab.utils import configclass
 from arena_recording.core.config import Scope
 from arena_recording.core.episodes import EpisodeEnd, EpisodeIdentity
 from arena_recording.core.recorder import EpisodeRecorder
+from arena_recording.core.sampling import SamplerBase
 from arena_recording.core.session import Session, active_session, resolve_seed
-from arena_recording.core.variations import VariationBase, uniforms_for, unique_keys
+from arena_recording.core.variations import VariationBase, draws_for, unique_keys
 from arena_recording.errors import ArenaRecordingError, ConfigError
 
 log = logging.getLogger(__name__)
@@ -83,8 +84,8 @@ class EnvEpisodes:
     task factors register here (``add_variation``): the recording binds exactly these, so
     another env's draws never reach this env's records.
 
-    The variation events of a reset share one generator launch (``batch_uniforms``): Isaac Lab
-    calls them one after the other with the same env ids, so the first computes the uniforms
+    The variation events of a reset share one draw (``batch_draws``; on CUDA one kernel): Isaac
+    Lab calls them one after the other with the same env ids, so the first computes the values
     of all of them and keeps them for the others until the next batch.
     """
 
@@ -101,7 +102,7 @@ class EnvEpisodes:
     def add_variation(self, variation: VariationBase, *, batched: bool = False) -> None:
         """``variation`` is drawn by this env (its key unique here, else a ``ConfigError``);
         recorded with its episodes when the env records, also if it records already.
-        ``batched``: its episode draws take their uniforms from ``batch_uniforms``."""
+        ``batched``: its episode draws take their values from ``batch_draws``."""
         unique_keys([*self.variations, variation], "this env")
         self.variations.append(variation)
         if batched:
@@ -119,10 +120,10 @@ class EnvEpisodes:
         self.identity.advance(env_ids, started=(self.lengths(env_ids) > 0) & fresh)
         self._advanced_at.index_fill_(0, env_ids, step)
 
-    def batch_uniforms(
+    def batch_draws(
         self, variation: VariationBase, env_ids: torch.Tensor, batch: object
     ) -> torch.Tensor | None:
-        """The uniforms of ``variation``'s episode draw for ``env_ids`` (after ``advance``),
+        """The values of ``variation``'s episode draw for ``env_ids`` (after ``advance``),
         computed with those of every enabled batched episode variation at the first such
         draw of a step; ``None``: draw it alone.
 
@@ -140,23 +141,22 @@ class EnvEpisodes:
             if not any(v is variation for v in drawn):
                 return None
             episodes = self.identity.episode_in_env[env_ids]
-            uniforms = uniforms_for(drawn, env_ids, seed=self.seed, episode_in_env=episodes)
-            self._batch = cached = _Batch(batch, step, uniforms)
+            values = draws_for(drawn, env_ids, seed=self.seed, episode_in_env=episodes)
+            by_sampler = {v.sampler: x for v, x in values.items()}
+            self._batch = cached = _Batch(batch, step, by_sampler)
         elif cached.batch is not batch:
             return None
-        u = cached.uniforms.get(variation)
-        if u is None or u.shape[1:] != variation.sampler.shape or not variation.batchable:
-            return None  # not in the batch, or reconfigured or overridden since
-        return u
+        # None: not in the batch, or reconfigured (a new sampler) or overridden since
+        return cached.values.get(variation.sampler) if variation.batchable else None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Batch:
-    """The uniforms of one reset batch's variation events (``EnvEpisodes.batch_uniforms``)."""
+    """The values of one reset batch's variation events (``EnvEpisodes.batch_draws``)."""
 
     batch: object
     step: int
-    uniforms: dict[VariationBase, torch.Tensor]
+    values: dict[SamplerBase, torch.Tensor]  # by the sampler that drew them
 
 
 def env_episodes(env: Any) -> EnvEpisodes:

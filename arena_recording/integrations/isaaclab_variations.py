@@ -127,17 +127,17 @@ def draw(
     """Draw ``variation`` for the episodes open in envs ``ids`` (opening them at a reset).
 
     ``batch``: the env ids the event term got from Isaac Lab; at a reset, a term given the
-    same object as the first term of the step takes its uniforms from the uniforms that term
-    computed for all of the env's variation events (``EnvEpisodes.batch_uniforms``: one
-    launch per reset instead of one per variation). The term still draws and notifies its
+    same object as the first term of the step takes its values from those that term computed
+    for all of the env's variation events (``EnvEpisodes.batch_draws``: on CUDA one launch per
+    reset instead of several per variation). The term still draws and notifies its
     listeners itself, so a term not called for these envs records nothing.
     """
     episodes = env_episodes(env)
-    uniforms = None
+    values = None
     if variation.scope is _SCOPES["reset"]:
         episodes.advance(ids)
         if batch is not None:
-            uniforms = episodes.batch_uniforms(variation, ids, batch)
+            values = episodes.batch_draws(variation, ids, batch)
     interval = variation.scope is _SCOPES["interval"]
     drawn = variation.sample(
         ids,
@@ -145,7 +145,7 @@ def draw(
         episode_in_env=episodes.identity.episode_in_env[ids],
         step=env.episode_length_buf[ids] if interval else None,
         device=env.device,
-        uniforms=uniforms,
+        drawn=values,
     )
     return variation.values(drawn)
 

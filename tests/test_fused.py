@@ -1,0 +1,80 @@
+"""The fused CUDA draw (uniforms and transforms in one Triton kernel) computes what the
+per-sampler transforms compute: checked on any machine in Triton's interpreter, which runs the
+kernel's arithmetic on the CPU, and on CUDA where there is one."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from arena_recording.core import fused, philox
+
+SCRIPT = textwrap.dedent(
+    """
+    import torch
+    from arena_recording.core import fused
+    from arena_recording.core.config import (
+        BernoulliCfg, ChoiceCfg, ConstantCfg, LogUniformCfg, NormalCfg, UniformCfg,
+    )
+    from arena_recording.core.philox import derive_key
+    from arena_recording.core.sampling import batch_draw, build_sampler
+
+    SAMPLERS = {
+        "scalar": UniformCfg(low=0.5, high=2.0),
+        "vector": UniformCfg(low=[0.0, -1.0, 5.0], high=[1.0, 1.0, 6.0]),
+        "normal": NormalCfg(mean=[1.0, 0.0], std=[0.5, 2.0], low=[0.2, -1.0], high=[3.0, 1.0]),
+        "wide": NormalCfg(mean=0.0, std=1.0),
+        "log": LogUniformCfg(low=0.01, high=10.0),
+        "choice": ChoiceCfg(choices=[0.1, "red", 3], weights=[0.2, 0.5, 0.3]),
+        "five": ChoiceCfg(choices=[1, 2, 3, 4, 5]),
+        "flag": BernoulliCfg(p=0.3),
+        "const": ConstantCfg(value=[1.5, 2.5]),
+    }
+    samplers = [build_sampler(cfg, key) for key, cfg in SAMPLERS.items()]
+    g = torch.Generator().manual_seed(0)
+    env = torch.randint(-1, 70_000, (1_200,), generator=g)
+    episode = torch.randint(-1, 10**6, (1_200,), generator=g)
+    steps = torch.randint(0, 500, (1_200,), generator=g)
+    ids = (env[::2], episode[1:601])  # strided, and an unaligned slice
+    checked = 0
+    for subset in (samplers, samplers[:2], [samplers[7]], samplers[3:6]):
+        keys = [derive_key(11, s._key_hash) for s in subset]
+        specs = [s.spec for s in subset]
+        for dtype in (torch.float64, torch.float32):
+            for draw in (0, steps[:600]):
+                want = batch_draw(subset, ids[0], seed=11, episode_in_env=ids[1],
+                                  draw_index=draw, dtype=dtype)
+                got = fused.draw(specs, keys, *ids, draw, dtype)
+                for s, g_, w in zip(subset, got, want):
+                    g_ = g_.reshape(w.shape)
+                    assert g_.dtype == w.dtype, (s.key, g_.dtype, w.dtype)
+                    exact = dtype == torch.float32 or s.spec.kind != fused.Kind.normal
+                    # float64 normals: the inverse CDF may round its last bits otherwise
+                    ok = torch.equal(g_, w) if exact else torch.allclose(g_, w, rtol=1e-15, atol=0)
+                    assert ok, (s.key, dtype, (g_ - w).abs().max())
+                    checked += g_.numel()
+        assert [v.shape[0] for v in fused.draw(specs, keys, env[:0], episode[:0], 0, dtype)] == [0] * len(subset)
+    print("same values", checked)
+    """
+)
+
+
+@pytest.mark.skipif(philox.triton is None, reason="needs Triton")
+def test_fused_kernel_computes_the_transforms_in_tritons_interpreter():
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0 and "same values" in done.stdout, done.stderr[-3000:]
+
+
+def test_fused_draws_only_on_cuda_in_float32_or_float64():
+    assert not fused.available(torch.device("cpu"), torch.float32)
+    cuda = torch.device("cuda", 0)
+    assert fused.available(cuda, torch.float32) == (philox.triton is not None)
+    assert not fused.available(cuda, torch.float16)
