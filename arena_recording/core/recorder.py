@@ -152,6 +152,9 @@ class EpisodeRecorder:
         self._log = DeviceLog(device, capacity)
         self._events: list[Any] = []
         self._stale_cache: tuple[Any, Any, int, torch.Tensor] | None = None
+        # the env ids and stale rows logged by the last draw of this flush: the variations of
+        # one reset batch share them, so they are logged once per batch
+        self._shared: tuple[Any, Any] | None = None
         self._lock = threading.Lock()
         self._finished = False
         self._warned = False
@@ -222,22 +225,33 @@ class EpisodeRecorder:
         A draw for other episodes than those the identity has open is caught at that flush
         (``DrawError``); it is found on the device here, with no host synchronization."""
         variation = self._tracked.get(draw.key)
-        if variation is None or not variation.enabled or self._ended("a draw of " + draw.key):
+        if variation is None or not variation.enabled:
+            return
+        if self._finished and self._ended("a draw of " + draw.key):
             return
         build = draw.env_ids is None
         values = draw.values.unsqueeze(0) if build else draw.values
         step = draw.draw_index if isinstance(draw.draw_index, int) else None
         checked = not build and draw.episode_in_env is not None
+        stale = self._stale(draw) if checked else None
         with self._lock:
-            self._log.append(f"draw:{draw.key}:values", values)
-            if not build:
-                self._log.append(f"draw:{draw.key}:env", draw.env_ids)
-                if step is None:
-                    steps = torch.as_tensor(draw.draw_index).expand(draw.env_ids.shape[0])
-                    self._log.append(f"draw:{draw.key}:step", steps)
-            if checked:
-                self._log.append(f"draw:{draw.key}:stale", self._stale(draw))
-            self._events.append(DrawEvent(draw.key, values.shape[0], build, step, checked))
+            key = draw.key
+            self._log.append(f"draw:{key}:values", values)
+            shared = (
+                stale is not None
+                and self._shared is not None
+                and self._shared[0] is draw.env_ids
+                and self._shared[1] is stale
+            )
+            if not build and not shared:
+                self._log.append(f"draw:{key}:env", draw.env_ids)
+                if checked:
+                    self._log.append(f"draw:{key}:stale", stale)
+                self._shared = (draw.env_ids, stale)
+            if not build and step is None:
+                steps = torch.as_tensor(draw.draw_index).expand(draw.env_ids.shape[0])
+                self._log.append(f"draw:{key}:step", steps)
+            self._events.append(DrawEvent(key, values.shape[0], build, step, checked, shared))
             due = self._due(close=False)
         if due:
             self.flush()
@@ -289,6 +303,7 @@ class EpisodeRecorder:
             if packed is None:
                 return
             events, self._events = self._events, []
+            self._shared = None  # a flush's columns start afresh
             self._last_flush = time.monotonic()
             quota = None if self._quota is None else self._quota[1]
             job = functools.partial(self._write, packed, events, quota)

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from arena_recording.core.config import (
@@ -284,13 +285,13 @@ class DrawAhead:
         self.episodes = episodes
         self._seed: int | None = None
         self._samplers: dict[VariationBase, Any] = {}  # the sampler each column was drawn with
-        # one row per (env, episode held), every variation's values side by side in float64
-        # (indices and booleans are exact there), and where each variation's columns are
-        self._table = torch.zeros(0, 0, dtype=torch.float64)
-        self._columns: dict[VariationBase, torch.dtype] = {}  # in table order, the exact dtype
-        self._widths: list[int] = []
-        self._first = torch.zeros(0, dtype=torch.int64)  # first episode held, per env
-        self._next = torch.zeros(0, dtype=torch.int64)  # each env's next episode to draw
+        # One row per (env, episode held), every variation's values side by side in float64
+        # (indices and booleans are exact there), and where each variation's columns are. A
+        # lookup touches a few rows: numpy does it in a fraction of torch's per-call cost.
+        self._table = np.zeros((0, 0))
+        self._columns: dict[VariationBase, tuple[slice, torch.dtype]] = {}  # exact dtype
+        self._first = np.zeros(0, dtype=np.int64)  # first episode held, per env
+        self._next = np.zeros(0, dtype=np.int64)  # each env's next episode to draw
 
     def takes(self, variation: VariationBase, env_ids: torch.Tensor | None, step: Any) -> bool:
         """Whether this draw of ``variation`` can be looked up: an episode-scope draw from a
@@ -310,68 +311,75 @@ class DrawAhead:
         env_ids: torch.Tensor,
         episode_in_env: torch.Tensor,
         seed: int,
+        dtype: torch.dtype = torch.float32,
     ) -> dict[VariationBase, torch.Tensor]:
-        """Each variation's values for a (non-empty) batch, before ``cast``."""
-        env_ids = env_ids.long()
-        episodes = torch.as_tensor(episode_in_env, dtype=torch.int64)
-        offset = self._offset(variations, env_ids, episodes, seed)
+        """Each variation's values for a (non-empty) batch, as ``sample`` returns them in
+        ``dtype``."""
+        ids = env_ids.numpy().astype(np.int64, copy=False)
+        episodes = np.asarray(episode_in_env, dtype=np.int64)
+        offset = self._offset(variations, ids, episodes, seed)
         if offset is None:
-            self._fill(variations, env_ids, episodes, seed)
-            offset = episodes - self._first[env_ids]
-        rows = self._table.index_select(0, offset.add_(env_ids, alpha=self.episodes))
-        self._next.index_copy_(0, env_ids, episodes + 1)
-        blocks = dict(zip(self._columns, rows.split(self._widths, dim=1), strict=True))
-        n, out = env_ids.shape[0], {}
+            self._fill(variations, ids, episodes, seed)
+            offset = episodes - self._first[ids]
+        rows = self._table[offset + ids * self.episodes]
+        self._next[ids] = episodes + 1
+        out = {}
+        float_dtype = _NUMPY_FLOATS.get(dtype)
         for v in variations:
-            values = blocks[v].reshape(n, *v.sampler.shape)
-            dtype = self._columns[v]
-            out[v] = values if dtype == torch.float64 else values.to(dtype)
+            columns, exact = self._columns[v]
+            values = rows[:, columns].reshape(-1, *v.sampler.shape)
+            if exact == torch.float64 and float_dtype is not None:
+                out[v] = torch.from_numpy(values.astype(float_dtype))
+            else:  # indices, booleans, or a float dtype numpy lacks
+                out[v] = v.sampler.cast(torch.from_numpy(values).to(exact), dtype)
         return out
 
     def _offset(
         self,
         variations: Sequence[VariationBase],
-        env_ids: torch.Tensor,
-        episodes: torch.Tensor,
+        env_ids: np.ndarray,
+        episodes: np.ndarray,
         seed: int,
-    ) -> torch.Tensor | None:
+    ) -> np.ndarray | None:
         """Each row's episode within its env's window; ``None`` when a window must move."""
         if seed != self._seed or any(self._samplers.get(v) is not v.sampler for v in variations):
             return None
-        try:
-            offset = episodes - self._first[env_ids]
-        except IndexError:  # an env id beyond the table
+        if env_ids.max() >= self._first.shape[0] or env_ids.min() < 0:
             return None
-        low, high = torch.aminmax(offset)
-        return offset if low >= 0 and high < self.episodes else None
+        offset = episodes - self._first[env_ids]
+        return offset if offset.min() >= 0 and offset.max() < self.episodes else None
 
     def _fill(
         self,
         variations: Sequence[VariationBase],
-        env_ids: torch.Tensor,
-        episodes: torch.Tensor,
+        env_ids: np.ndarray,
+        episodes: np.ndarray,
         seed: int,
     ) -> None:
         """Every env's window from its next episode (the batch's from the episode it asks)."""
         num_envs = max(self._first.shape[0], int(env_ids.max()) + 1)
-        first = torch.zeros(num_envs, dtype=torch.int64)
+        first = np.zeros(num_envs, dtype=np.int64)
         first[: self._next.shape[0]] = self._next
         first[env_ids] = episodes
         depth = self.episodes
         env_grid = torch.arange(num_envs).repeat_interleave(depth)
-        episode_grid = (first[:, None] + torch.arange(depth)).reshape(-1)
+        episode_grid = torch.from_numpy((first[:, None] + np.arange(depth)).reshape(-1))
         samplers = [v.sampler for v in variations]
         uniforms = batch_uniforms(samplers, env_grid, seed=seed, episode_in_env=episode_grid)
-        blocks, self._columns = [], {}
+        blocks, self._columns, start = [], {}, 0
         for variation, sampler, u in zip(variations, samplers, uniforms, strict=True):
             exact = sampler.transform(u)
             blocks.append(exact.reshape(num_envs * depth, -1).to(torch.float64))
-            self._columns[variation] = exact.dtype
-        self._table = torch.cat(blocks, dim=1)
-        self._widths = [b.shape[1] for b in blocks]
+            width = blocks[-1].shape[1]
+            self._columns[variation] = (slice(start, start + width), exact.dtype)
+            start += width
+        self._table = torch.cat(blocks, dim=1).numpy()
         self._samplers = dict(zip(variations, samplers, strict=True))
         self._seed, self._first = seed, first
-        self._next = first.clone()
+        self._next = first.copy()
+
+
+_NUMPY_FLOATS = {torch.float32: np.float32, torch.float64: np.float64}
 
 
 def sample_variations(
@@ -406,10 +414,7 @@ def sample_variations(
     if ahead is not None and episode_in_env is not None and env_ids is not None and env_ids.numel():
         looked_up = [v for v in variations if ahead.takes(v, env_ids, step)]
         if looked_up:
-            found = {
-                v: v.sampler.cast(values, dtype)
-                for v, values in ahead.values(looked_up, env_ids, episode_in_env, seed).items()
-            }
+            found = ahead.values(looked_up, env_ids, episode_in_env, seed, dtype)
     kw = {"seed": seed, "episode_in_env": episode_in_env, "step": step, "device": device}
     found |= draws_for([v for v in variations if v not in found], env_ids, **kw, dtype=dtype)
     return {v.key: v.sample(env_ids, **kw, dtype=dtype, drawn=found.get(v)) for v in variations}

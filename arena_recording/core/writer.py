@@ -80,6 +80,7 @@ class DrawEvent:
     build: bool  # one value for every env (``env_ids`` was None)
     step: int | None  # the draw index when it was a plain int (else a buffered column)
     checked: bool = False  # its episodes were compared with the identity (a buffered column)
+    shared: bool = False  # its env ids (and check) are the previous draw's: one reset batch
 
 
 @dataclass
@@ -261,6 +262,7 @@ class EpisodeWriter:
             return columns[name][start : start + n]
 
         closes: list[tuple[CloseEvent, dict[str, np.ndarray], dict[str, tuple]]] = []
+        shared_env = None
         for i, event in enumerate(events):
             if i % _YIELD_EVERY == _YIELD_EVERY - 1:
                 time.sleep(0)  # let the stepping thread have the interpreter
@@ -269,14 +271,19 @@ class EpisodeWriter:
             elif isinstance(event, DrawEvent):
                 prefix = f"draw:{event.key}:"
                 values = take(prefix + "values", event.rows)
-                env = None if event.build else take(prefix + "env", event.rows)
+                if event.build:
+                    env = None
+                elif event.shared:
+                    env = shared_env
+                else:
+                    env = shared_env = take(prefix + "env", event.rows)
+                    if event.checked:
+                        _check_episodes(event.key, env, take(prefix + "stale", event.rows))
                 steps = (
                     np.full(event.rows, event.step)
                     if event.step is not None
                     else take(prefix + "step", event.rows)
                 )
-                if event.checked:
-                    _check_episodes(event.key, env, take(prefix + "stale", event.rows))
                 self._factors[event.key].draw(env, values, steps)
             else:
                 fields = {
