@@ -4,7 +4,9 @@ Closing episodes and drawing variations must not wait for the GPU, so the record
 tensors they produce as they are (no copy, no transfer, no host synchronization) in named
 columns. A flush packs every column into one preallocated staging buffer on the device and
 copies it to pinned host memory in one non-blocking transfer followed by an event; whoever
-encodes the records waits on that event, off the stepping thread. The buffer has a fixed
+encodes the records waits on that event, off the stepping thread. On the CPU there is no
+transfer to overlap: a flush hands the segments over as they are, and whoever encodes them
+concatenates them, so the stepping thread does no per-column work at all. The buffer has a fixed
 capacity: the recorder flushes when it is full, so GPU memory stays bounded however long the
 run.
 
@@ -79,8 +81,9 @@ class DeviceLog:
         segments.append(tensor)
         self.nbytes += tensor.nbytes * (2 if widened else 1)
 
-    def pack(self, block: bool = True) -> Packed | None:
-        """Copy every column to host memory in one transfer and start a new log.
+    def pack(self, block: bool = True) -> Packed | Segments | None:
+        """Copy every column to host memory in one transfer (on the CPU: hand the segments
+        over) and start a new log.
 
         Waits for a free host buffer (the encoder still holds both) unless ``block`` is false,
         in which case it returns ``None`` and keeps the log.
@@ -89,6 +92,12 @@ class DeviceLog:
             host = self._free.get(block=block)
         except queue.Empty:
             return None
+        if self.device.type == "cpu":
+            segments = Segments(self._columns, host, self._free)
+            self._columns = defaultdict(list)
+            self._convert = set()
+            self.nbytes = 0
+            return segments
         layout: dict[str, tuple[int, torch.dtype, tuple[int, ...]]] = {}
         offset = 0
         for name, segments in self._columns.items():
@@ -156,3 +165,31 @@ class Packed:
     def release(self) -> None:
         """Give the host buffer back for a later flush (the numpy views become invalid)."""
         self._free.put(self._host)
+
+
+class Segments:
+    """One CPU flush's columns, still as the segments appended: ``wait`` concatenates them
+    (on the thread that encodes). Holds one of the log's host buffers meanwhile, unused, so
+    that flushes wait for the encoder exactly as on a GPU."""
+
+    def __init__(
+        self,
+        columns: dict[str, list[torch.Tensor]],
+        token: torch.Tensor,
+        free: queue.Queue[torch.Tensor],
+    ) -> None:
+        self._columns = columns
+        self._token = token
+        self._free = free
+
+    def wait(self) -> dict[str, np.ndarray]:
+        """Each column as one new numpy array."""
+        return {
+            name: np.concatenate(
+                [s.detach().to("cpu", _host_dtype(s.dtype)).numpy() for s in segments]
+            )
+            for name, segments in self._columns.items()
+        }
+
+    def release(self) -> None:
+        self._free.put(self._token)

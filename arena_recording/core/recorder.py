@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from arena_recording.core.buffer import DeviceLog, Packed
+from arena_recording.core.buffer import DeviceLog, Packed, Segments
 from arena_recording.core.config import WriterKind
 from arena_recording.core.encoding import EncodeError, encode_column
 from arena_recording.core.episodes import EpisodeEnd, EpisodeIdentity
@@ -76,7 +76,8 @@ log = logging.getLogger(__name__)
 
 
 class _LiveBatch(EpisodeBatch):
-    """The batch custom terms see in ``close``: tensors at once, host fields on first access."""
+    """The batch custom terms see in ``close``: every field on first access (most terms read
+    one or two)."""
 
     def __init__(
         self,
@@ -89,15 +90,22 @@ class _LiveBatch(EpisodeBatch):
         self._recorder = recorder
         self._end = end
         self._now = now
+        self._ids = ids
         self.env_ids = env_ids
-        self.episode_in_env = ids[:, 0]
-        self.episode_id = ids[:, 1]
         self.length = end.length
         self.terminated = end.terminated
         self.truncated = end.truncated
         self.success = end.success
         self.seed = recorder.seed
         self.env = recorder.env
+
+    @functools.cached_property
+    def episode_in_env(self) -> torch.Tensor:  # type: ignore[override]
+        return self._ids[:, 0]
+
+    @functools.cached_property
+    def episode_id(self) -> torch.Tensor:  # type: ignore[override]
+        return self._ids[:, 1]
 
     @functools.cached_property
     def termination(self) -> list[str | None]:  # type: ignore[override]
@@ -140,6 +148,7 @@ class EpisodeRecorder:
     ) -> None:
         self.identity = identity
         self.terms = list(terms)
+        self._custom = [t for t in self.terms if t.func not in FLUSH_TERMS]  # run at close
         self.sink = sink
         self.seed = seed
         self.env = env
@@ -412,13 +421,12 @@ class EpisodeRecorder:
         now: float,
     ) -> dict[tuple[str, ...], torch.Tensor]:
         """Run the custom terms: tensors are kept for the flush, other values encoded now."""
-        custom = [t for t in self.terms if t.func not in FLUSH_TERMS]
-        if not custom:
+        if not self._custom:
             return {}
         batch = _LiveBatch(self, end, env_ids, ids, now)
         rows = event.rows
         device: dict[tuple[str, ...], torch.Tensor] = {}
-        for term in custom:
+        for term in self._custom:
             out = term(batch)
             name = f"recorder term {term.name!r}"
             for key in out:
@@ -448,7 +456,9 @@ class EpisodeRecorder:
 
     # flush-time work (the flushing thread) ------------------------------------------------------
 
-    def _write(self, packed: Packed, events: list[Any], quota: np.ndarray | None) -> None:
+    def _write(
+        self, packed: Packed | Segments, events: list[Any], quota: np.ndarray | None
+    ) -> None:
         """Hand one flush to the writer; a writer process gets a copy of the host columns, so
         the host buffer goes back before the child answers."""
         if isinstance(self.writer, WriterProcess):
