@@ -78,3 +78,30 @@ def test_fused_draws_only_on_cuda_in_float32_or_float64():
     cuda = torch.device("cuda", 0)
     assert fused.available(cuda, torch.float32) == (philox.triton is not None)
     assert not fused.available(cuda, torch.float16)
+
+
+def test_a_kernel_that_cannot_run_turns_fused_draws_off_with_a_warning(monkeypatch, caplog):
+    """Where the kernel fails (a GPU or Triton it does not compile for), draws go on unfused
+    with the same values, and the warning says why. Shown on the CPU: the launch is made to
+    fail the way a compile error would."""
+    from arena_recording.core.config import NormalCfg, UniformCfg
+    from arena_recording.core.sampling import batch_draw, build_sampler
+
+    samplers = [build_sampler(UniformCfg(low=0.5, high=2.0), "m"), build_sampler(NormalCfg(), "f")]
+    env_ids, episodes = torch.arange(5), torch.arange(5) % 2
+    expected = batch_draw(samplers, env_ids, seed=3, episode_in_env=episodes)
+
+    def no_kernel(*args, **kwargs):
+        raise RuntimeError("PTX .version 9.9 does not support .target sm_200")
+
+    monkeypatch.setattr(fused, "available", lambda device, dtype: fused._failed is None)
+    monkeypatch.setattr(fused, "_launch", no_kernel)
+    monkeypatch.setattr(fused, "_failed", None)
+    with caplog.at_level("WARNING"):
+        got = batch_draw(samplers, env_ids, seed=3, episode_in_env=episodes)
+    assert all(torch.equal(g, e) for g, e in zip(got, expected, strict=True))
+    assert "fused CUDA draws are off in this process (RuntimeError: PTX" in caplog.text
+    assert fused._failed is not None
+    caplog.clear()
+    batch_draw(samplers, env_ids, seed=3, episode_in_env=episodes)
+    assert caplog.text == ""  # said once: later draws do not try the kernel again

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import functools
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -36,6 +37,8 @@ from arena_recording.core import philox
 triton = philox.triton
 if triton is not None:
     import triton.language as tl
+
+log = logging.getLogger(__name__)
 
 
 class Kind(enum.IntEnum):
@@ -79,8 +82,12 @@ class TransformSpec:
 
 
 def available(device: torch.device, dtype: torch.dtype) -> bool:
-    """Whether draws on ``device`` in ``dtype`` are fused: CUDA with Triton, float32/64."""
-    return triton is not None and device.type == "cuda" and dtype in _FLOATS
+    """Whether draws on ``device`` in ``dtype`` are fused: CUDA with Triton, float32/64, and
+    the kernel has not failed in this process."""
+    return _failed is None and triton is not None and device.type == "cuda" and dtype in _FLOATS
+
+
+_failed: str | None = None  # why the kernel could not run here (then draws are not fused)
 
 
 _FLOATS = (torch.float32, torch.float64)
@@ -137,10 +144,14 @@ def draw(
     episode_in_env: torch.Tensor,
     draw_index: torch.Tensor | int,
     dtype: torch.dtype,
-) -> list[torch.Tensor]:
+) -> list[torch.Tensor] | None:
     """Each spec's values for the batch, shape ``(n, numel)`` views of the three tables:
     ``dtype`` for floating kinds, int64 indices for a choice, bool for a Bernoulli. One kernel
-    launch, no host synchronization (the plan's tables are copied to the device once)."""
+    launch, no host synchronization (the plan's tables are copied to the device once).
+
+    ``None`` when the kernel cannot run here (it does not compile for this GPU or Triton):
+    a warning says why, and every later draw of the process takes the per-sampler path,
+    which gives the same values."""
     device = env_ids.device
     plan = _plan(tuple(specs), tuple(keys), device)
     n, width = env_ids.shape[0], plan.keys.shape[1]
@@ -149,7 +160,17 @@ def draw(
         for w, t in zip(plan.widths, (dtype, torch.int64, torch.bool), strict=True)
     ]
     if n * width:
-        _launch(plan, tables, env_ids, episode_in_env, draw_index, n * width, width)
+        try:
+            _launch(plan, tables, env_ids, episode_in_env, draw_index, n * width, width)
+        except Exception as error:  # noqa: BLE001 - any failure: draw without the kernel
+            global _failed
+            _failed = f"{type(error).__name__}: {error}"
+            log.warning(
+                "arena-recording: fused CUDA draws are off in this process (%s); draws take "
+                "the per-sampler path, with the same values",
+                _failed,
+            )
+            return None
     return [tables[t][:, first : first + numel] for t, first, numel in plan.blocks]
 
 

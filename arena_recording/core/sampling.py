@@ -157,7 +157,8 @@ def batch_draw(
     if fusable and fused.available(ids.device, dtype):
         keys = [derive_key(seed, samplers[i]._key_hash) for i in fusable]
         values = fused.draw([specs[i] for i in fusable], keys, ids, episodes, draw_index, dtype)
-        out.update(zip(fusable, values, strict=True))
+        if values is not None:
+            out.update(zip(fusable, values, strict=True))
     rest = [s for i, s in enumerate(samplers) if i not in out]
     uniforms = iter(
         batch_uniforms(
