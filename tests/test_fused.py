@@ -105,3 +105,43 @@ def test_a_kernel_that_cannot_run_turns_fused_draws_off_with_a_warning(monkeypat
     caplog.clear()
     batch_draw(samplers, env_ids, seed=3, episode_in_env=episodes)
     assert caplog.text == ""  # said once: later draws do not try the kernel again
+
+
+@pytest.mark.skipif(
+    not torch.cuda.is_available() or philox.triton is None, reason="needs CUDA and Triton"
+)
+def test_cuda_draws_are_one_launch_with_the_cpu_values_and_no_host_synchronization(monkeypatch):
+    from arena_recording.core.config import (
+        BernoulliCfg,
+        ChoiceCfg,
+        LogUniformCfg,
+        NormalCfg,
+        UniformCfg,
+    )
+    from arena_recording.core.sampling import batch_draw, build_sampler
+
+    cfgs = {
+        "mass": UniformCfg(low=0.5, high=2.0),
+        "pos": UniformCfg(low=[-0.1, -0.1, 0.0], high=[0.1, 0.1, 0.05]),
+        "friction": NormalCfg(mean=0.6, std=0.15, low=0.2, high=1.0),
+        "scale": LogUniformCfg(low=0.01, high=10.0),
+        "texture": ChoiceCfg(choices=["wood", "metal", "plastic"]),
+        "light": BernoulliCfg(p=0.8),
+    }
+    samplers = [build_sampler(cfg, key) for key, cfg in cfgs.items()]
+    env_ids, episodes = torch.arange(0, 60_000, 7), torch.arange(8_572) % 13
+    on_cpu = batch_draw(samplers, env_ids, seed=5, episode_in_env=episodes)
+    ids, eps = env_ids.cuda(), episodes.cuda()
+    batch_draw(samplers, ids, seed=5, episode_in_env=eps)  # compiles
+    launches = []
+    launch = fused._launch
+    monkeypatch.setattr(fused, "_launch", lambda *a: launches.append(1) or launch(*a))
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        on_gpu = batch_draw(samplers, ids, seed=5, episode_in_env=eps)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert launches == [1] and fused._failed is None
+    for sampler, cpu, gpu in zip(samplers, on_cpu, on_gpu, strict=True):
+        assert torch.equal(gpu.cpu(), cpu), sampler.key
