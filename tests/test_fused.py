@@ -21,7 +21,6 @@ SCRIPT = textwrap.dedent(
     from arena_recording.core.config import (
         BernoulliCfg, ChoiceCfg, ConstantCfg, LogUniformCfg, NormalCfg, UniformCfg,
     )
-    from arena_recording.core.philox import derive_key
     from arena_recording.core.sampling import batch_draw, build_sampler
 
     SAMPLERS = {
@@ -42,23 +41,24 @@ SCRIPT = textwrap.dedent(
     steps = torch.randint(0, 500, (1_200,), generator=g)
     ids = (env[::2], episode[1:601])  # strided, and an unaligned slice
     checked = 0
+    unfused = fused.available
     for subset in (samplers, samplers[:2], [samplers[7]], samplers[3:6]):
-        keys = [derive_key(11, s._key_hash) for s in subset]
-        specs = [s.spec for s in subset]
         for dtype in (torch.float64, torch.float32):
             for draw in (0, steps[:600]):
-                want = batch_draw(subset, ids[0], seed=11, episode_in_env=ids[1],
-                                  draw_index=draw, dtype=dtype)
-                got = fused.draw(specs, keys, *ids, draw, dtype)
+                kw = {"seed": 11, "episode_in_env": ids[1], "draw_index": draw, "dtype": dtype}
+                want = batch_draw(subset, ids[0], **kw)
+                fused.available = lambda device, dtype: True  # the kernel, on the CPU
+                got = batch_draw(subset, ids[0], **kw)
+                empty = batch_draw(subset, env[:0], **{**kw, "episode_in_env": episode[:0]})
+                fused.available = unfused
                 for s, g_, w in zip(subset, got, want):
-                    g_ = g_.reshape(w.shape)
-                    assert g_.dtype == w.dtype, (s.key, g_.dtype, w.dtype)
+                    assert g_.dtype == w.dtype and g_.shape == w.shape, (s.key, g_, w)
                     exact = dtype == torch.float32 or s.spec.kind != fused.Kind.normal
                     # float64 normals: the inverse CDF may round its last bits otherwise
                     ok = torch.equal(g_, w) if exact else torch.allclose(g_, w, rtol=1e-15, atol=0)
                     assert ok, (s.key, dtype, (g_ - w).abs().max())
                     checked += g_.numel()
-        assert [v.shape[0] for v in fused.draw(specs, keys, env[:0], episode[:0], 0, dtype)] == [0] * len(subset)
+                assert [e.shape for e in empty] == [(0, *s.shape) for s in subset]
     print("same values", checked)
     """
 )

@@ -158,7 +158,8 @@ def batch_draw(
         keys = [derive_key(seed, samplers[i]._key_hash) for i in fusable]
         values = fused.draw([specs[i] for i in fusable], keys, ids, episodes, draw_index, dtype)
         if values is not None:
-            out.update(zip(fusable, values, strict=True))
+            for i, v in zip(fusable, values, strict=True):
+                out[i] = v.reshape(ids.shape[0], *samplers[i].shape)
     rest = [s for i, s in enumerate(samplers) if i not in out]
     uniforms = iter(
         batch_uniforms(
