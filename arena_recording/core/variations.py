@@ -324,14 +324,16 @@ class DrawAhead:
         rows = self._table[offset + ids * self.episodes]
         self._next[ids] = episodes + 1
         out = {}
-        float_dtype = _NUMPY_FLOATS.get(dtype)
+        float_dtype = _NUMPY.get(dtype)
         for v in variations:
             columns, exact = self._columns[v]
             values = rows[:, columns].reshape(-1, *v.sampler.shape)
-            if exact == torch.float64 and float_dtype is not None:
+            if exact != torch.float64:  # indices or booleans
+                out[v] = torch.from_numpy(values.astype(_NUMPY[exact]))
+            elif float_dtype is not None:
                 out[v] = torch.from_numpy(values.astype(float_dtype))
-            else:  # indices, booleans, or a float dtype numpy lacks
-                out[v] = v.sampler.cast(torch.from_numpy(values).to(exact), dtype)
+            else:  # a float dtype numpy lacks
+                out[v] = v.sampler.cast(torch.from_numpy(values), dtype)
         return out
 
     def _offset(
@@ -379,7 +381,12 @@ class DrawAhead:
         self._next = first.copy()
 
 
-_NUMPY_FLOATS = {torch.float32: np.float32, torch.float64: np.float64}
+_NUMPY = {
+    torch.float32: np.float32,
+    torch.float64: np.float64,
+    torch.int64: np.int64,
+    torch.bool: np.bool_,
+}
 
 
 def sample_variations(
