@@ -10,9 +10,8 @@ friction, a 3-way texture choice, a build-scope light switch). Variants:
 - *base*: the factors drawn with ``torch.rand`` / ``randn`` / ``randint``, as Isaac Lab's event
   terms do;
 - *variations*: the same factors as ``VariationBase`` objects drawn per (env, episode) with
-  ``sample_variations`` (one uniforms launch for the reset batch; on the CPU, looked up in a
-  ``DrawAhead``), with
-  ``EpisodeIdentity.advance``, and no session;
+  ``sample_variations`` (on CUDA one fused kernel for the reset batch; on the CPU, looked up
+  in a ``DrawAhead``), with ``EpisodeIdentity.advance``, and no session;
 - *recording*: a ``Session`` with terms ``core`` + ``variations`` + one custom term reading
   an env tensor, its records written by ``--writer`` (``recorder.writer``: a thread of this
   process or a writer process); the recorder is closed before each reset, as the adapters do.

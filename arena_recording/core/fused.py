@@ -22,7 +22,6 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import functools
 import logging
@@ -183,36 +182,18 @@ def _launch(
     total: int,
     width: int,
 ) -> None:
-    device = env_ids.device
-    if env_ids.dtype != torch.int64:
-        env_ids = env_ids.to(torch.int64)
-    if episode_in_env.dtype != torch.int64 or episode_in_env.device != device:
-        episode_in_env = episode_in_env.to(device, torch.int64)
-    if isinstance(draw_index, int):
-        draw_index = philox._index_tensor(draw_index, device)
-    elif draw_index.dtype != torch.int64 or draw_index.device != device:
-        draw_index = draw_index.to(device, torch.int64)
-    scalar_draw = draw_index.ndim == 0
-    floats, indices, flags = tables
-    other_device = device.type == "cuda" and device.index != torch.cuda.current_device()
-    with torch.cuda.device(device) if other_device else contextlib.nullcontext():
+    counters = philox.device_counters(env_ids, episode_in_env, draw_index)
+    with philox.on_device(env_ids.device):
         _draw_kernel[(triton.cdiv(total, _BLOCK),)](
-            floats,
-            indices,
-            flags,
+            *tables,
             plan.keys,
             plan.meta,
             plan.params,
             plan.edges,
-            env_ids,
-            episode_in_env,
-            draw_index,
-            env_ids.stride(0),
-            episode_in_env.stride(0),
-            0 if scalar_draw else draw_index.stride(0),
+            *philox.launch_counters(*counters),
             total,
             width,
-            SCALAR_DRAW=scalar_draw,
+            SCALAR_DRAW=counters[2].ndim == 0,
             MAX_EDGES=plan.max_edges,  # a kernel per longest choice: they are few and short
             BLOCK=_BLOCK,
             enable_fp_fusion=False,  # the CPU transforms round after every operation

@@ -275,6 +275,47 @@ if triton is not None:
         tl.store(out_ptr + offs, u, mask=mask)
 
 
+def device_counters(
+    env_ids: torch.Tensor, episode_in_env: torch.Tensor, draw_index: torch.Tensor | int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The counter words' tensors as a device kernel reads them: int64 on ``env_ids``' device,
+    an int draw index as a cached 0-d tensor (no copy where they are so already)."""
+    device = env_ids.device
+    if env_ids.dtype != torch.int64:
+        env_ids = env_ids.to(torch.int64)
+    if episode_in_env.dtype != torch.int64 or episode_in_env.device != device:
+        episode_in_env = episode_in_env.to(device, torch.int64)
+    if isinstance(draw_index, int):
+        draw_index = _index_tensor(draw_index, device)
+    elif draw_index.dtype != torch.int64 or draw_index.device != device:
+        draw_index = draw_index.to(device, torch.int64)
+    return env_ids, episode_in_env, draw_index
+
+
+def launch_counters(
+    env_ids: torch.Tensor, episode_in_env: torch.Tensor, draw_index: torch.Tensor
+) -> tuple[torch.Tensor, ...]:
+    """A kernel's counter arguments, in order: the three pointers, then their strides
+    (a scalar draw index has none: ``SCALAR_DRAW``)."""
+    draw_stride = 0 if draw_index.ndim == 0 else draw_index.stride(0)
+    return (
+        env_ids,
+        episode_in_env,
+        draw_index,
+        env_ids.stride(0),
+        episode_in_env.stride(0),
+        draw_stride,
+    )
+
+
+def on_device(device: torch.device) -> contextlib.AbstractContextManager:
+    """Where to launch: Triton launches on the current device, and switching costs host
+    time, so only when ``device`` is another."""
+    if device.type == "cuda" and device.index != torch.cuda.current_device():
+        return torch.cuda.device(device)
+    return contextlib.nullcontext()
+
+
 def _triton_uniforms(
     table: torch.Tensor,
     env_ids: torch.Tensor,
@@ -286,24 +327,15 @@ def _triton_uniforms(
     total = n * width
     if total > _MAX_ELEMENTS:
         raise ValueError(f"a Triton draw holds at most {_MAX_ELEMENTS} values, not {total}")
-    device = env_ids.device
-    out = torch.empty((n, width), dtype=torch.float64, device=device)
-    scalar_draw = draw_index.ndim == 0
-    # Triton launches on the current device; switching costs host time, so only when needed.
-    other_device = device.type == "cuda" and device.index != torch.cuda.current_device()
-    with torch.cuda.device(device) if other_device else contextlib.nullcontext():
+    out = torch.empty((n, width), dtype=torch.float64, device=env_ids.device)
+    with on_device(env_ids.device):
         _philox_kernel[(triton.cdiv(total, _BLOCK),)](
             out,
             table,
-            env_ids,
-            episode_in_env,
-            draw_index,
-            env_ids.stride(0),
-            episode_in_env.stride(0),
-            0 if scalar_draw else draw_index.stride(0),
+            *launch_counters(env_ids, episode_in_env, draw_index),
             total,
             width,
-            SCALAR_DRAW=scalar_draw,
+            SCALAR_DRAW=draw_index.ndim == 0,
             BLOCK=_BLOCK,
         )
     return out
@@ -414,10 +446,7 @@ def philox_uniforms_multi(
         return _numpy_uniforms(
             column_keys, components, env_ids.numpy(), episode_in_env.numpy(), draw_index
         )
-    if isinstance(draw_index, int):
-        draw_index = _index_tensor(draw_index, device)
-    elif draw_index.dtype != torch.int64 or draw_index.device != device:
-        draw_index = draw_index.to(device, torch.int64)
+    env_ids, episode_in_env, draw_index = device_counters(env_ids, episode_in_env, draw_index)
     columns = _columns(keys, numels, device)
     if backend == "triton":
         return _triton_uniforms(columns.table, env_ids, episode_in_env, draw_index)
