@@ -205,6 +205,17 @@ def test_a_multi_draw_accepts_any_sequences_and_checks_their_lengths():
         philox_uniforms_multi(MULTI_KEYS[:2], (1, 1, 1), env_ids, episodes, 0)
 
 
+def test_a_kernel_draw_refuses_counters_of_another_length():
+    """A device kernel reads one draw index per env: a wrong length would read past it."""
+    env_ids, episodes = torch.arange(5), torch.arange(5) % 2
+    with pytest.raises(ValueError, match=r"draw_index of shape \(1,\) for 5 env ids"):
+        philox_uniforms_multi(
+            MULTI_KEYS[:1], (1,), env_ids, episodes, torch.zeros(1), backend="eager"
+        )
+    with pytest.raises(ValueError, match=r"episode_in_env of shape \(4,\) for 5 env ids"):
+        philox_uniforms_multi(MULTI_KEYS[:1], (1,), env_ids, episodes[:4], 0, backend="eager")
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_an_empty_multi_draw_has_the_right_shape(device):
     ids = torch.arange(4, device=device), torch.zeros(4, dtype=torch.int64, device=device)

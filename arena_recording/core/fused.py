@@ -5,13 +5,16 @@ On a GPU a draw is bound by the host's launch cost, not by the kernel: drawing f
 for a reset batch as uniforms plus each sampler's transform and cast took about twenty
 launches. Here column ``c`` of a batch (one component of one sampler) carries its transform
 as numbers (:class:`TransformSpec`: a kind, four parameters, the edges of a choice), so one
-launch computes every value, written straight into three tables (floating values in the
-requested dtype, choice indices, Bernoulli flags) whose column blocks are the samplers' values.
+launch computes every value, written straight into three buffers (floating values in the
+requested dtype, choice indices, Bernoulli flags) in which each sampler's values are one
+contiguous ``(n, numel)`` block.
 
 The arithmetic is the CPU transforms' (``arena_recording.core.sampling``) operation for
-operation, with no contraction into fused multiply-adds except where torch's own CUDA
-``ndtri`` contracts, so a value equals the per-sampler torch ops on CUDA; a normal or
-log-uniform value may differ from the CPU's in the last float64 bit (libm and libdevice).
+operation, rounded after each (no contraction into fused multiply-adds, except inside
+``ndtri`` where torch's CUDA build contracts), so uniform, choice, Bernoulli and constant
+values equal the per-sampler ops bit for bit; a normal or log-uniform value may differ from
+them in the last float64 bit (``log`` and ``exp`` come from libdevice, compiled here without
+contraction), as it may between CPU and CUDA.
 
 Example::
 
@@ -98,12 +101,14 @@ class _Plan(NamedTuple):
     """A batch's columns, on one device, built once per (specs, keys, device)."""
 
     keys: torch.Tensor  # philox round keys and component indices, (2 * ROUNDS + 1, width)
-    meta: torch.Tensor  # (5, width) int64: kind, first edge, edge count, column, table width
+    # (6, width) int64: kind, first edge, edge count, and where the value goes: its sampler's
+    # first column in its buffer, that sampler's numel, the component
+    meta: torch.Tensor
     params: torch.Tensor  # (4, width) float64
     edges: torch.Tensor  # every choice's edges, concatenated (at least one number)
-    widths: tuple[int, int, int]  # of the float, index and flag tables (at least 1)
+    widths: tuple[int, int, int]  # columns of the float, index and flag buffers (at least 1)
     max_edges: int
-    blocks: tuple[tuple[int, int, int], ...]  # per spec: table, first column, numel
+    blocks: tuple[tuple[int, int, int], ...]  # per spec: buffer, first column, numel
 
 
 def _table(kind: Kind) -> int:
@@ -118,16 +123,14 @@ def _plan(specs: tuple[TransformSpec, ...], keys: tuple[int, ...], device: torch
         table = _table(spec.kind)
         blocks.append((table, widths[table], numel))
         for component in range(numel):
-            meta.append([spec.kind, len(edges), len(spec.edges), widths[table] + component, table])
+            meta.append([spec.kind, len(edges), len(spec.edges), widths[table], numel, component])
         params += spec.params
         edges += spec.edges
         widths[table] += numel
-    widths = [max(w, 1) for w in widths]  # an unused table still gets a (never read) column
-    meta_t = torch.tensor(meta, dtype=torch.int64).T.contiguous()
-    meta_t[4] = torch.tensor(widths)[meta_t[4]]  # each column's table width: its row stride
+    widths = [max(w, 1) for w in widths]  # an unused buffer still gets a (never read) column
     return _Plan(
         philox._columns(keys, tuple(numels), device).table,
-        meta_t.to(device),
+        torch.tensor(meta, dtype=torch.int64).T.contiguous().to(device),
         torch.tensor(params, dtype=torch.float64).T.contiguous().to(device),
         torch.tensor(edges or [0.0], dtype=torch.float64).to(device),
         (widths[0], widths[1], widths[2]),
@@ -144,54 +147,55 @@ def draw(
     draw_index: torch.Tensor | int,
     dtype: torch.dtype,
 ) -> list[torch.Tensor] | None:
-    """Each spec's values for the batch, shape ``(n, numel)`` views of the three tables:
-    ``dtype`` for floating kinds, int64 indices for a choice, bool for a Bernoulli. One kernel
-    launch, no host synchronization (the plan's tables are copied to the device once).
+    """Each spec's values for the batch, contiguous ``(n, numel)`` tensors: ``dtype`` for
+    floating kinds, int64 indices for a choice, bool for a Bernoulli. One kernel launch, no
+    host synchronization (the plan's tables are copied to the device once).
 
     ``None`` when the kernel cannot run here (it does not compile for this GPU or Triton):
-    a warning says why, and every later draw of the process takes the per-sampler path,
-    which gives the same values."""
+    a warning says why, and every later draw of the process takes the per-sampler path
+    (the same values, a normal or log-uniform float64 one up to its last bit)."""
     device = env_ids.device
     plan = _plan(tuple(specs), tuple(keys), device)
     n, width = env_ids.shape[0], plan.keys.shape[1]
-    tables = [
-        torch.empty((n, w), dtype=t, device=device)
+    if n * max(width, *plan.widths) > philox.MAX_ELEMENTS:
+        raise ValueError(f"a fused draw holds at most {philox.MAX_ELEMENTS} values per buffer")
+    buffers = [
+        torch.empty(n * w, dtype=t, device=device)
         for w, t in zip(plan.widths, (dtype, torch.int64, torch.bool), strict=True)
     ]
+    counters = philox.device_counters(env_ids, episode_in_env, draw_index)
     if n * width:
         try:
-            _launch(plan, tables, env_ids, episode_in_env, draw_index, n * width, width)
-        except Exception as error:  # noqa: BLE001 - any failure: draw without the kernel
+            _launch(plan, buffers, counters, n, width)
+        except Exception as error:  # noqa: BLE001 - a kernel that does not build or launch
             global _failed
             _failed = f"{type(error).__name__}: {error}"
             log.warning(
                 "arena-recording: fused CUDA draws are off in this process (%s); draws take "
-                "the per-sampler path, with the same values",
+                "the per-sampler path, with the same values (normal and log-uniform float64 "
+                "ones up to the last bit)",
                 _failed,
             )
             return None
-    return [tables[t][:, first : first + numel] for t, first, numel in plan.blocks]
+    return [buffers[b][first * n : (first + m) * n].view(n, m) for b, first, m in plan.blocks]
 
 
 def _launch(
     plan: _Plan,
-    tables: list[torch.Tensor],
-    env_ids: torch.Tensor,
-    episode_in_env: torch.Tensor,
-    draw_index: torch.Tensor | int,
-    total: int,
+    buffers: list[torch.Tensor],
+    counters: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    n: int,
     width: int,
 ) -> None:
-    counters = philox.device_counters(env_ids, episode_in_env, draw_index)
-    with philox.on_device(env_ids.device):
-        _draw_kernel[(triton.cdiv(total, _BLOCK),)](
-            *tables,
+    with philox.on_device(counters[0].device):
+        _draw_kernel[(triton.cdiv(n * width, _BLOCK),)](
+            *buffers,
             plan.keys,
             plan.meta,
             plan.params,
             plan.edges,
             *philox.launch_counters(*counters),
-            total,
+            n,
             width,
             SCALAR_DRAW=counters[2].ndim == 0,
             MAX_EDGES=plan.max_edges,  # a kernel per longest choice: they are few and short
@@ -286,7 +290,7 @@ if triton is not None:
 
     @triton.jit(
         do_not_specialize=[
-            "env_stride", "episode_stride", "draw_stride", "total", "width"
+            "env_stride", "episode_stride", "draw_stride", "n", "width"
         ],
         do_not_specialize_on_alignment=["env_ptr", "episode_ptr", "draw_ptr"],
     )  # fmt: skip
@@ -304,14 +308,14 @@ if triton is not None:
         env_stride,
         episode_stride,
         draw_stride,
-        total,
+        n,
         width,
         SCALAR_DRAW: tl.constexpr,
         MAX_EDGES: tl.constexpr,
         BLOCK: tl.constexpr,
     ):
         offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-        mask = offs < total
+        mask = offs < n * width
         row = offs // width
         col = offs % width
         u = philox.uniforms_block(
@@ -321,8 +325,10 @@ if triton is not None:
         kind = tl.load(meta_ptr + col, mask=mask, other=0)
         first = tl.load(meta_ptr + width + col, mask=mask, other=0)
         count = tl.load(meta_ptr + 2 * width + col, mask=mask, other=0)
-        place = row * tl.load(meta_ptr + 4 * width + col, mask=mask, other=0)
-        place += tl.load(meta_ptr + 3 * width + col, mask=mask, other=0)
+        # (row, component) of its sampler's (n, numel) block, which starts at column ``start``
+        start = tl.load(meta_ptr + 3 * width + col, mask=mask, other=0)
+        numel = tl.load(meta_ptr + 4 * width + col, mask=mask, other=1)
+        place = start * n + row * numel + tl.load(meta_ptr + 5 * width + col, mask=mask, other=0)
         a = tl.load(params_ptr + col, mask=mask, other=0.0)
         b = tl.load(params_ptr + width + col, mask=mask, other=0.0)
         c = tl.load(params_ptr + 2 * width + col, mask=mask, other=0.0)

@@ -202,7 +202,7 @@ def _compiled(scalar_index: bool):
 # --- Triton (CUDA) --------------------------------------------------------------------------
 
 _BLOCK = 256
-_MAX_ELEMENTS = 2**31 - 1  # the kernel indexes in int32
+MAX_ELEMENTS = 2**31 - 1  # the kernel indexes in int32
 
 if triton is not None:
     _M0, _M1 = tl.constexpr(MULTIPLIERS[0]), tl.constexpr(MULTIPLIERS[1])
@@ -280,7 +280,7 @@ def device_counters(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The counter words' tensors as a device kernel reads them: int64 on ``env_ids``' device,
     an int draw index as a cached 0-d tensor (no copy where they are so already)."""
-    device = env_ids.device
+    device, n = env_ids.device, env_ids.shape[0]
     if env_ids.dtype != torch.int64:
         env_ids = env_ids.to(torch.int64)
     if episode_in_env.dtype != torch.int64 or episode_in_env.device != device:
@@ -289,6 +289,9 @@ def device_counters(
         draw_index = _index_tensor(draw_index, device)
     elif draw_index.dtype != torch.int64 or draw_index.device != device:
         draw_index = draw_index.to(device, torch.int64)
+    for name, words in (("episode_in_env", episode_in_env), ("draw_index", draw_index)):
+        if words.shape not in ((n,), ()) or (name == "episode_in_env" and words.ndim == 0):
+            raise ValueError(f"{name} of shape {tuple(words.shape)} for {n} env ids")
     return env_ids, episode_in_env, draw_index
 
 
@@ -325,8 +328,8 @@ def _triton_uniforms(
     """:func:`_torch_uniforms` as one Triton kernel launch (Triton's interpreter runs it on CPU)."""
     n, width = env_ids.shape[0], table.shape[1]
     total = n * width
-    if total > _MAX_ELEMENTS:
-        raise ValueError(f"a Triton draw holds at most {_MAX_ELEMENTS} values, not {total}")
+    if total > MAX_ELEMENTS:
+        raise ValueError(f"a Triton draw holds at most {MAX_ELEMENTS} values, not {total}")
     out = torch.empty((n, width), dtype=torch.float64, device=env_ids.device)
     with on_device(env_ids.device):
         _philox_kernel[(triton.cdiv(total, _BLOCK),)](
