@@ -93,7 +93,7 @@ class DeviceLog:
         except queue.Empty:
             return None
         if self.device.type == "cpu":
-            segments = Segments(self._columns, host, self._free)
+            segments = Segments(self._columns, self._convert, host, self._free)
             self._columns = defaultdict(list)
             self._convert = set()
             self.nbytes = 0
@@ -175,21 +175,23 @@ class Segments:
     def __init__(
         self,
         columns: dict[str, list[torch.Tensor]],
+        convert: set[str],
         token: torch.Tensor,
         free: queue.Queue[torch.Tensor],
     ) -> None:
         self._columns = columns
+        self._convert = convert
         self._token = token
         self._free = free
 
     def wait(self) -> dict[str, np.ndarray]:
-        """Each column as one new numpy array."""
-        return {
-            name: np.concatenate(
-                [s.detach().to("cpu", _host_dtype(s.dtype)).numpy() for s in segments]
-            )
-            for name, segments in self._columns.items()
-        }
+        """Each column as one new numpy array (one ``cat`` per column)."""
+        out = {}
+        for name, segments in self._columns.items():
+            if name in self._convert:
+                segments = [s.to("cpu", _host_dtype(s.dtype)) for s in segments]
+            out[name] = torch.cat(segments).detach().numpy()
+        return out
 
     def release(self) -> None:
         self._free.put(self._token)

@@ -459,9 +459,9 @@ class EpisodeRecorder:
     def _write(
         self, packed: Packed | Segments, events: list[Any], quota: np.ndarray | None
     ) -> None:
-        """Hand one flush to the writer; a writer process gets a copy of the host columns, so
-        the host buffer goes back before the child answers."""
-        if isinstance(self.writer, WriterProcess):
+        """Hand one flush to the writer; a writer process gets a copy of columns that are views
+        of a host buffer, so the buffer goes back before the child answers."""
+        if isinstance(self.writer, WriterProcess) and isinstance(packed, Packed):
             try:
                 columns = {name: array.copy() for name, array in packed.wait().items()}
             finally:
