@@ -6,9 +6,9 @@ columns. A flush packs every column into one preallocated staging buffer on the 
 copies it to pinned host memory in one non-blocking transfer followed by an event; whoever
 encodes the records waits on that event, off the stepping thread. On the CPU there is no
 transfer to overlap: a flush hands the segments over as they are, and whoever encodes them
-concatenates them, so the stepping thread does no per-column work at all. The buffer has a fixed
-capacity: the recorder flushes when it is full, so GPU memory stays bounded however long the
-run.
+concatenates them, so the stepping thread does no per-column work at all. The buffer has a
+fixed capacity: the recorder flushes when it is full, so GPU memory stays bounded however long
+the run.
 
 Example::
 

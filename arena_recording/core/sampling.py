@@ -150,27 +150,21 @@ def batch_draw(
         masses, positions = batch_draw([mass, pos], env_ids, seed=7, episode_in_env=episodes)
         mass.sample(env_ids, seed=7, episode_in_env=episodes, drawn=masses)
     """
-    ids, episodes = _counters(env_ids, episode_in_env, device)
     out: dict[int, torch.Tensor] = {}
     specs = [getattr(s, "spec", None) for s in samplers]
     fusable = [i for i, spec in enumerate(specs) if spec is not None]
-    if fusable and fused.available(ids.device, dtype):
+    where = torch.device(device or "cpu") if env_ids is None else env_ids.device
+    if fusable and fused.available(where, dtype):
+        ids, episodes = _counters(env_ids, episode_in_env, device)
         keys = [derive_key(seed, samplers[i]._key_hash) for i in fusable]
         values = fused.draw([specs[i] for i in fusable], keys, ids, episodes, draw_index, dtype)
         if values is not None:
             for i, v in zip(fusable, values, strict=True):
                 out[i] = v.reshape(ids.shape[0], *samplers[i].shape)
     rest = [s for i, s in enumerate(samplers) if i not in out]
-    uniforms = iter(
-        batch_uniforms(
-            rest,
-            env_ids,
-            seed=seed,
-            episode_in_env=episode_in_env,
-            draw_index=draw_index,
-            device=device,
-        )
-    )
+    if rest:
+        kw = {"seed": seed, "episode_in_env": episode_in_env, "draw_index": draw_index}
+        uniforms = iter(batch_uniforms(rest, env_ids, **kw, device=device))
     return [
         out[i] if i in out else s._sample(next(uniforms), dtype) for i, s in enumerate(samplers)
     ]
