@@ -240,7 +240,8 @@ def test_ranking_puts_speed_and_friction_above_mass_and_the_no_effect_factor(sli
     # at 512 episodes only speed clears the dummies' upper confidence bound for every method
     assert table.loc["variations.speed", "effect"] == "clear"
     assert (table.loc[weak, "effect"] != "clear").all()
-    assert "Clear effect on success: speed" in result.summary()
+    pawn = table.loc["variations.speed", "pawn"]
+    assert f"Clear effect on success: speed (PAWN {pawn:.2f}, " in result.summary()
 
 
 def test_runner_prints_the_success_rate_ranking_and_report(slide_run):

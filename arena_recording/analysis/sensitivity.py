@@ -206,14 +206,12 @@ class Sensitivity:
         clear, uncertain, none = map(self._names, ("clear", "uncertain", "none detected"))
         if clear:
             strongest = self.table.index[0]
-            order = " (strongest first" if len(clear) > 1 else " ("
-            lines.append(
-                f"Clear effect on {self.outcome}: {_join(clear)}{order}; {_short(strongest)}: "
-                + ", ".join(
-                    f"{METHOD_NAMES[m]} {self.table.at[strongest, m]:.2f}" for m in self.methods
-                )
-                + ")."
+            figures = ", ".join(
+                f"{METHOD_NAMES[m]} {self.table.at[strongest, m]:.2f}" for m in self.methods
             )
+            if len(clear) > 1:
+                figures = f"strongest first; {_short(strongest)}: {figures}"
+            lines.append(f"Clear effect on {self.outcome}: {_join(clear)} ({figures}).")
         if uncertain:
             lines.append(
                 f"Uncertain: {_join(uncertain)} (above the noise level for some methods only; "
