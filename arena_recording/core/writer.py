@@ -105,8 +105,11 @@ class _Factor:
         self.interval: dict[int, list[dict[str, Any]]] = {}
         self.labels = None if track.labels is None else np.array(track.labels, dtype=object)
 
-    def draw(self, env: np.ndarray | None, values: np.ndarray, steps: np.ndarray) -> None:
+    def draw(self, env: np.ndarray | None, values: np.ndarray, steps: np.ndarray | int) -> None:
+        """Keep a draw's values for the open episodes of ``env`` (``None``: every env);
+        ``steps``, the draw index of each row (or of all), matters at interval scope only."""
         if self.scope is Scope.interval:
+            steps = np.broadcast_to(steps, len(values))
             for e, s, v in zip(env.tolist(), steps.tolist(), values.tolist(), strict=True):
                 self.interval.setdefault(e, []).append({"step": s, "value": v})
             return
@@ -279,11 +282,7 @@ class EpisodeWriter:
                     env = shared_env = take(prefix + "env", event.rows)
                     if event.checked:
                         _check_episodes(event.key, env, take(prefix + "stale", event.rows))
-                steps = (
-                    np.full(event.rows, event.step)
-                    if event.step is not None
-                    else take(prefix + "step", event.rows)
-                )
+                steps = event.step if event.step is not None else take(prefix + "step", event.rows)
                 self._factors[event.key].draw(env, values, steps)
             else:
                 fields = {
