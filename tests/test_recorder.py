@@ -20,6 +20,7 @@ from arena_recording.core.session import Session, active_session
 from arena_recording.core.sinks import JsonlSink
 from arena_recording.core.terms import EpisodeBatch
 from arena_recording.core.variations import VariationBase, VariationCfg
+from arena_recording.errors import ConfigError
 
 SEED = 11
 
@@ -389,3 +390,42 @@ def test_torn_last_line_is_cut_on_reopen(tmp_path):
     with JsonlSink(path) as sink:
         sink.write(b'{"seq": 2}\n', 1)
     assert [json.loads(line)["seq"] for line in path.read_text().splitlines()] == [0, 1, 2]
+
+
+def test_interval_values_replay_at_the_steps_they_were_drawn(tmp_path, recorder_cfg):
+    """A replay gives an interval variation the value its source episode drew at each step,
+    whatever the seed, and stops at a step the source did not draw at (a diverged episode)."""
+
+    def pushes(adapter, push, seed):
+        drawn = []
+        for step, ids in ((1, [0]), (2, [0, 1]), (3, [1])):
+            adapter.step()
+            ids = torch.tensor(ids)
+            episodes = adapter.identity.episode_in_env[ids]
+            drawn.append(push.sample(ids, seed=seed, episode_in_env=episodes, step=step))
+        return drawn
+
+    with Session(recorder_cfg, tmp_path / "source") as session:
+        push = make("push", scope="interval")
+        adapter = Adapter(session, [make("mass"), push], num_envs=2)
+        adapter.reset([0, 1])
+        drawn = pushes(adapter, push, SEED)
+        adapter.reset([0, 1])
+    source = {r["episode_id"]: r for r in read_records(tmp_path / "source" / "episodes.jsonl")}
+
+    replay_cfg = {**recorder_cfg, "replay": {"source": str(tmp_path / "source")}}
+    with Session(replay_cfg, tmp_path / "replay") as session:
+        push = make("push", scope="interval")
+        adapter = Adapter(session, [make("mass"), push], num_envs=2)
+        adapter.reset([0, 1])
+        replayed = pushes(adapter, push, SEED + 1)  # another seed: values come from the source
+        with pytest.raises(ConfigError, match=r"drew it at steps \[2, 3\], not at step 4"):
+            push.sample(torch.tensor([1]), seed=SEED, episode_in_env=torch.zeros(1).long(), step=4)
+        adapter.reset([0, 1])
+    assert all(torch.equal(a, b) for a, b in zip(replayed, drawn, strict=True))
+    records = read_records(tmp_path / "replay" / "episodes.jsonl")
+    assert len(records) == 2
+    for record in records:
+        original = source[record["replay_of"]["episode_id"]]
+        assert record["variations"] == original["variations"]
+        assert [p["step"] for p in record["variations"]["push"]] in ([1, 2], [2, 3])
