@@ -8,6 +8,7 @@ import torch
 from conftest import read_records
 
 from arena_recording.core import philox, sampling
+from arena_recording.core import recorder as recorder_module
 from arena_recording.core.config import (
     BernoulliCfg,
     ChoiceCfg,
@@ -215,7 +216,8 @@ def test_isaaclab_reset_draws_all_variation_events_with_one_call(
     isaaclab_app, tmp_path, recorder_cfg, monkeypatch
 ):
     """Four reset variation events (and a disabled one): each reset batch is one uniforms call,
-    no variation computes its own, and the records hold the values the simulation got."""
+    no variation computes its own, the recorder logs a batch's env ids once (the events share
+    them), and the records hold the values the simulation got."""
     from isaaclab.envs import ManagerBasedRLEnv
 
     from arena_recording.demo.slide_env import make_env_cfg
@@ -260,6 +262,13 @@ def test_isaaclab_reset_draws_all_variation_events_with_one_call(
 
     monkeypatch.setattr(philox, "philox_uniforms_multi", counted)
     monkeypatch.setattr(sampling, "philox_uniforms", counted_single)
+    shared: list[bool] = []  # per draw the recorder logged: its env ids are the batch's
+    draw_event = recorder_module.DrawEvent
+    monkeypatch.setattr(
+        recorder_module,
+        "DrawEvent",
+        lambda *args: shared.append(args[-1]) or draw_event(*args),
+    )
     applied: dict[tuple[int, int], dict[str, float]] = {}
 
     def remember(env, env_ids) -> None:
@@ -282,6 +291,7 @@ def test_isaaclab_reset_draws_all_variation_events_with_one_call(
         env.close()
     assert resets > 2
     assert calls == [len(factors)] * resets and not singles
+    assert len(shared) >= len(factors) * resets and shared.count(True) > 2 * shared.count(False)
     records = read_records(session.records_path)
     assert len(records) >= NUM_ENVS
     for r in records:

@@ -98,6 +98,12 @@ class EnvEpisodes:
         self._advanced_at = torch.full((env.num_envs,), -1, dtype=torch.long, device=env.device)
         self._batched: list[VariationBase] = []
         self._batch: _Batch | None = None
+        # Isaac Lab hands one env ids object to the recording hook and every event term of a
+        # reset: its tensor (``ids``), whether it was advanced in this step, and the episodes
+        # open in it are kept for the batch.
+        self._ids: tuple[EnvIds, int, torch.Tensor] | None = None
+        self._opened: tuple[torch.Tensor, int] | None = None
+        self._open: tuple[torch.Tensor, int, torch.Tensor] | None = None
 
     def add_variation(self, variation: VariationBase, *, batched: bool = False) -> None:
         """``variation`` is drawn by this env (its key unique here, else a ``ConfigError``);
@@ -110,15 +116,42 @@ class EnvEpisodes:
         if self.recording is not None and self.recording.recorder is not None:
             self.recording.session.attach(variation, self.recording.recorder)
 
+    def ids(self, env_ids: EnvIds) -> torch.Tensor:
+        """``env_ids`` as a long tensor on the env's device (``env_ids_tensor``), one tensor
+        per object Isaac Lab passes in a step: the hook and the event terms of a reset share
+        it, and with it their episodes (``open_episodes``) and the recorder's log entries."""
+        step = int(self.env.common_step_counter)
+        cached = self._ids
+        if cached is not None and cached[0] is env_ids and cached[1] == step:
+            return cached[2]
+        ids = env_ids_tensor(self.env, env_ids)
+        self._ids = (env_ids, step, ids)
+        return ids
+
     def lengths(self, env_ids: torch.Tensor) -> torch.Tensor:
         return self.env.episode_length_buf[env_ids]
 
     def advance(self, env_ids: torch.Tensor) -> None:
-        """Open the next episodes of ``env_ids`` unless this reset already did."""
+        """Open the next episodes of ``env_ids`` unless this reset already did (the same
+        tensor in the same step is known at once; other envs per env, on the device)."""
         step = int(self.env.common_step_counter)
+        opened = self._opened
+        if opened is not None and opened[0] is env_ids and opened[1] == step:
+            return
         fresh = self._advanced_at.index_select(0, env_ids) != step
         self.identity.advance(env_ids, started=(self.lengths(env_ids) > 0) & fresh)
         self._advanced_at.index_fill_(0, env_ids, step)
+        self._opened = (env_ids, step)
+
+    def open_episodes(self, env_ids: torch.Tensor) -> torch.Tensor:
+        """The episodes open in ``env_ids``: one tensor for every draw of a reset batch, so
+        that the recorder checks and logs their episodes once per batch."""
+        cached = self._open
+        if cached is not None and cached[0] is env_ids and cached[1] == self.identity.version:
+            return cached[2]
+        episodes = self.identity.episode_in_env[env_ids]
+        self._open = (env_ids, self.identity.version, episodes)
+        return episodes
 
     def batch_draws(
         self, variation: VariationBase, env_ids: torch.Tensor, batch: object
@@ -140,7 +173,7 @@ class EnvEpisodes:
             ]
             if not any(v is variation for v in drawn):
                 return None
-            episodes = self.identity.episode_in_env[env_ids]
+            episodes = self.open_episodes(env_ids)
             values = draws_for(drawn, env_ids, seed=self.seed, episode_in_env=episodes)
             by_sampler = {v.sampler: x for v, x in values.items()}
             self._batch = cached = _Batch(batch, step, by_sampler)
@@ -287,7 +320,7 @@ class EnvRecording:
     def reset_idx(self, env_ids: EnvIds, *args: Any, **kwargs: Any) -> Any:
         """Close the episodes of ``env_ids`` into the session, then run the env's reset."""
         if self.recorder is not None:
-            ids = env_ids_tensor(self.env, env_ids)
+            ids = self.episodes.ids(env_ids)
             self.recorder.close(self.outcome.end(ids, self.episodes.lengths(ids)))
             self.episodes.advance(ids)
         return self._reset_idx(env_ids, *args, **kwargs)

@@ -43,7 +43,7 @@ from arena_recording.core.sampling import Draw, SamplerBase, Scope
 from arena_recording.core.variations import VariationBase, build_variations
 from arena_recording.errors import ConfigError
 from arena_recording.integrations import isaaclab_appliers as il
-from arena_recording.integrations.isaaclab_recording import EnvIds, env_episodes, env_ids_tensor
+from arena_recording.integrations.isaaclab_recording import EnvIds, env_episodes
 from arena_recording.integrations.isaaclab_variations import draw
 
 _SCOPES = {"startup": Scope("build"), "reset": Scope("episode"), "interval": Scope("interval")}
@@ -520,7 +520,7 @@ class TaskEventTerm(ManagerTermBase):
             self._episodes.add_variation(variation)  # recorded with this env's episodes
 
     def run(self, env: ManagerBasedEnv, env_ids: EnvIds, params: dict[str, Any]) -> None:
-        ids = env_ids_tensor(env, env_ids)
+        ids = self._episodes.ids(env_ids)
         if self.replaced:
             for variation, apply, asset_cfg in self._draws:
                 apply(env, ids, draw(env, variation, ids), asset_cfg)
@@ -529,7 +529,7 @@ class TaskEventTerm(ManagerTermBase):
         self._inner(env, env_ids, **params)
         if self._mode == "reset":
             self._episodes.advance(ids)
-        episode = None if self._mode == "startup" else self._episodes.identity.episode_in_env[ids]
+        episode = None if self._mode == "startup" else self._episodes.open_episodes(ids)
         step = env.episode_length_buf[ids] if self._mode == "interval" else None
         for probe, factor, old in zip(self._probes, self._factors, before, strict=True):
             values = probe.read(ids) if old is None else probe.read(ids) - old

@@ -40,7 +40,7 @@ from arena_recording.integrations.isaaclab_appliers import (
     selection,
     writes,
 )
-from arena_recording.integrations.isaaclab_recording import EnvIds, env_episodes, env_ids_tensor
+from arena_recording.integrations.isaaclab_recording import EnvIds, env_episodes
 
 _SCOPES = {"startup": Scope("build"), "reset": Scope("episode"), "interval": Scope("interval")}
 _MODES = {scope: mode for mode, scope in _SCOPES.items()}
@@ -115,7 +115,7 @@ class VariationEvent(ManagerTermBase):
     ) -> None:
         if not self.variation.enabled:
             return
-        ids = env_ids_tensor(env, env_ids)
+        ids = env_episodes(env).ids(env_ids)
         values = draw(env, self.variation, ids, batch=env_ids)
         if self._apply is not None:
             self._apply(env, ids, values, self._asset_cfg)
@@ -142,7 +142,7 @@ def draw(
     drawn = variation.sample(
         ids,
         seed=episodes.seed,
-        episode_in_env=episodes.identity.episode_in_env[ids],
+        episode_in_env=episodes.open_episodes(ids),
         step=env.episode_length_buf[ids] if interval else None,
         device=env.device,
         drawn=values,
