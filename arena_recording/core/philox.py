@@ -275,16 +275,24 @@ if triton is not None:
         tl.store(out_ptr + offs, u, mask=mask)
 
 
+def _int64_words(
+    env_ids: torch.Tensor, episode_in_env: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Env ids and episodes as int64 on the env ids' device (no copy where they are so)."""
+    if env_ids.dtype != torch.int64:
+        env_ids = env_ids.to(torch.int64)
+    if episode_in_env.dtype != torch.int64 or episode_in_env.device != env_ids.device:
+        episode_in_env = episode_in_env.to(env_ids.device, torch.int64)
+    return env_ids, episode_in_env
+
+
 def device_counters(
     env_ids: torch.Tensor, episode_in_env: torch.Tensor, draw_index: torch.Tensor | int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The counter words' tensors as a device kernel reads them: int64 on ``env_ids``' device,
     an int draw index as a cached 0-d tensor (no copy where they are so already)."""
     device, n = env_ids.device, env_ids.shape[0]
-    if env_ids.dtype != torch.int64:
-        env_ids = env_ids.to(torch.int64)
-    if episode_in_env.dtype != torch.int64 or episode_in_env.device != device:
-        episode_in_env = episode_in_env.to(device, torch.int64)
+    env_ids, episode_in_env = _int64_words(env_ids, episode_in_env)
     if isinstance(draw_index, int):
         draw_index = _index_tensor(draw_index, device)
     elif draw_index.dtype != torch.int64 or draw_index.device != device:
@@ -437,14 +445,11 @@ def philox_uniforms_multi(
             backend = "numpy"
         else:
             backend = "triton" if triton is not None and device.type == "cuda" else "compiled"
-    if env_ids.dtype != torch.int64:
-        env_ids = env_ids.to(torch.int64)
-    if episode_in_env.dtype != torch.int64 or episode_in_env.device != device:
-        episode_in_env = episode_in_env.to(device, torch.int64)
     n, width = env_ids.shape[0], sum(numels)
     if n * width == 0:
         return torch.empty((n, width), dtype=torch.float64, device=device)
     if backend == "numpy":
+        env_ids, episode_in_env = _int64_words(env_ids, episode_in_env)
         column_keys, components = _columns_numpy(keys, numels)
         return _numpy_uniforms(
             column_keys, components, env_ids.numpy(), episode_in_env.numpy(), draw_index
