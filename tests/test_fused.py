@@ -158,3 +158,25 @@ def test_cuda_draws_are_one_launch_with_the_cpu_values_and_no_host_synchronizati
             assert torch.allclose(f, u, rtol=2.3e-16, atol=0), sampler.key
         else:
             assert torch.equal(f, u), sampler.key
+
+
+@pytest.mark.skipif(
+    not torch.cuda.is_available() or philox.triton is None, reason="needs CUDA and Triton"
+)
+def test_later_launches_call_the_compiled_kernel_per_specialization():
+    from arena_recording.core.config import NormalCfg
+    from arena_recording.core.sampling import batch_draw, build_sampler
+
+    samplers = [build_sampler(NormalCfg(mean=0.6, std=0.15, low=0.2, high=1.0), "friction")]
+    launcher = fused._launch_draw
+    launcher._compiled.clear()
+    env_ids, episodes = torch.arange(3, 900, 5), torch.arange(180) % 4
+    for dtype in (torch.float32, torch.float64, torch.float32, torch.float64):
+        for start in (0, 1):  # from 1: the ids start 8 bytes into their storage
+            ids, eps = env_ids[start:], episodes[start:]
+            on_cpu = batch_draw(samplers, ids, seed=9, episode_in_env=eps, dtype=dtype)[0]
+            kw = {"seed": 9, "episode_in_env": episodes.cuda()[start:], "dtype": dtype}
+            on_gpu = batch_draw(samplers, env_ids.cuda()[start:], **kw)[0]
+            assert torch.allclose(on_gpu.cpu(), on_cpu, rtol=2.3e-16, atol=0), (dtype, start)
+    # one compiled kernel per (dtype, alignment of the ids) met, reused by the later launches
+    assert len(launcher._compiled) == 4 and fused._failed is None

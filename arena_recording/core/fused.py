@@ -35,6 +35,7 @@ from typing import NamedTuple
 import torch
 
 from arena_recording.core import philox
+from arena_recording.core.launch import Launcher
 
 triton = philox.triton
 if triton is not None:
@@ -188,7 +189,8 @@ def _launch(
     width: int,
 ) -> None:
     with philox.on_device(counters[0].device):
-        _draw_kernel[(triton.cdiv(n * width, _BLOCK),)](
+        _launch_draw(
+            triton.cdiv(n * width, _BLOCK),
             *buffers,
             plan.keys,
             plan.meta,
@@ -200,7 +202,6 @@ def _launch(
             SCALAR_DRAW=counters[2].ndim == 0,
             MAX_EDGES=plan.max_edges,  # a kernel per longest choice: they are few and short
             BLOCK=_BLOCK,
-            enable_fp_fusion=False,  # the CPU transforms round after every operation
         )
 
 
@@ -345,3 +346,6 @@ if triton is not None:
         index = tl.minimum(index, count - 1)
         tl.store(index_ptr + place, index, mask=mask & (kind == 4))
         tl.store(flag_ptr + place, u < a, mask=mask & (kind == 5))
+
+    # the CPU transforms round after every operation: no contraction into fused multiply-adds
+    _launch_draw = Launcher(_draw_kernel, enable_fp_fusion=False)

@@ -44,6 +44,8 @@ from typing import Literal, NamedTuple
 import numpy as np
 import torch
 
+from arena_recording.core.launch import Launcher
+
 try:
     import triton
     import triton.language as tl
@@ -274,6 +276,8 @@ if triton is not None:
         )  # fmt: skip
         tl.store(out_ptr + offs, u, mask=mask)
 
+    _launch_uniforms = Launcher(_philox_kernel)
+
 
 def _int64_words(
     env_ids: torch.Tensor, episode_in_env: torch.Tensor
@@ -340,7 +344,8 @@ def _triton_uniforms(
         raise ValueError(f"a Triton draw holds at most {MAX_ELEMENTS} values, not {total}")
     out = torch.empty((n, width), dtype=torch.float64, device=env_ids.device)
     with on_device(env_ids.device):
-        _philox_kernel[(triton.cdiv(total, _BLOCK),)](
+        _launch_uniforms(
+            triton.cdiv(total, _BLOCK),
             out,
             table,
             *launch_counters(env_ids, episode_in_env, draw_index),

@@ -1,0 +1,74 @@
+"""Launching a Triton kernel again without Triton's per-call argument binding.
+
+Triton's ``kernel[grid](...)`` binds, type-checks and specializes every argument in Python at
+each call: 30-60 µs of host time, more than a reset batch's draw takes on the GPU, and on the
+step path of an env whose step is host-bound. A compiled kernel serves every later launch whose
+arguments specialize the same way, so :class:`Launcher` goes through Triton once per
+specialization (which compiles) and then calls the compiled kernel with the same argument list.
+
+What Triton specializes on, and so what the cache key holds: the device, the constexprs, each
+tensor's dtype and whether its address is 16-byte aligned, and whether each integer fits in 32
+bits. Integer arguments must be in the kernel's ``do_not_specialize`` (Triton would otherwise
+specialize on their values). With a launch hook installed (a profiler), or under Triton's
+interpreter, every launch takes Triton's own path.
+
+Example::
+
+    launch = Launcher(_my_kernel, enable_fp_fusion=False)
+    launch(grid, out, table, n, BLOCK=256)  # the same arguments as _my_kernel[(grid,)](...)
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+
+try:
+    import triton
+except ImportError:
+    triton = None
+
+_INT32 = 2**31
+
+
+def _hooked() -> bool:
+    """Whether a launch hook is installed (Triton calls it only on its own path)."""
+    knobs = getattr(triton, "knobs", None)
+    return knobs is not None and knobs.runtime.launch_enter_hook is not None
+
+
+class Launcher:
+    """Launches one Triton kernel; see the module docstring."""
+
+    def __init__(self, kernel: Any, **options: Any) -> None:
+        self.kernel = kernel
+        self.options = options
+        self._compiled: dict[tuple, Any] = {}
+        # the interpreter runs kernels in Python: nothing compiled to call again
+        self._direct = os.environ.get("TRITON_INTERPRET", "0") in ("", "0")
+
+    def __call__(self, grid: int, *args: Any, **constexprs: Any) -> None:
+        """Launch ``grid`` programs with ``args`` (every argument before the constexprs, in the
+        kernel's order) and ``constexprs`` (by name, in the kernel's order)."""
+        if not self._direct:
+            self.kernel[(grid,)](*args, **constexprs, **self.options)
+            return
+        key = (
+            torch.cuda.current_device(),
+            *constexprs.values(),
+            *(
+                (a.dtype, a.data_ptr() % 16 == 0)
+                if isinstance(a, torch.Tensor)
+                else -_INT32 <= a < _INT32
+                for a in args
+            ),
+        )
+        compiled = self._compiled.get(key)
+        if compiled is None or _hooked():
+            compiled = self.kernel[(grid,)](*args, **constexprs, **self.options)
+            if compiled is not None:
+                self._compiled[key] = compiled
+            return
+        compiled[(grid, 1, 1)](*args, *constexprs.values())
