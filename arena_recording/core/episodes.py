@@ -18,6 +18,14 @@ from dataclasses import dataclass
 
 import torch
 
+from arena_recording.core.launch import Launcher
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # CUDA advances then take the torch ops
+    triton = None
+
 
 class EpisodeIdentity:
     """Per env, the open episode's index within the env and its run-wide ``episode_id``.
@@ -74,9 +82,24 @@ class EpisodeIdentity:
         return self.quota is not None and bool((self.episode_in_env >= self.quota).all())
 
     def advance(self, env_ids: torch.Tensor, started: torch.Tensor) -> None:
-        """Open the next episode for the ``env_ids`` whose episode ``started``; keep the rest."""
+        """Open the next episode for the ``env_ids`` (each at most once) whose episode
+        ``started``; keep the rest. On CUDA one kernel, elsewhere a few torch ops."""
         self.version += 1
         if env_ids.shape[0] == 0:
+            return
+        if self.device.type == "cuda" and triton is not None and env_ids.is_cuda:
+            started = started.bool()
+            _launch_advance(
+                1,
+                self.columns,
+                self._last_id,
+                env_ids,
+                started,
+                env_ids.shape[0],
+                env_ids.stride(0),
+                started.stride(0),
+                BLOCK=_BLOCK,
+            )
             return
         flags, started = started.bool(), started.to(torch.int64)  # no copy where already so
         self.episode_in_env.index_add_(0, env_ids, started)
@@ -84,6 +107,43 @@ class EpisodeIdentity:
         old_ids = self.episode_id.index_select(0, env_ids)
         self.episode_id.index_copy_(0, env_ids, torch.where(flags, new_ids, old_ids))
         self._last_id.copy_(new_ids[-1])
+
+
+_BLOCK = 1024
+
+if triton is not None:
+
+    @triton.jit(do_not_specialize=["n", "env_stride", "started_stride"])
+    def _advance_kernel(
+        columns_ptr,
+        last_ptr,
+        env_ptr,
+        started_ptr,
+        n,
+        env_stride,
+        started_stride,
+        BLOCK: tl.constexpr,
+    ):
+        """``advance``'s torch ops in one program: new ids are numbered by a running sum of
+        the started flags, block by block (a reset batch is a block or a few)."""
+        last = tl.load(last_ptr)
+        start = 0
+        while start < n:  # (a ``for`` over a runtime bound fails in Triton's interpreter)
+            offs = start + tl.arange(0, BLOCK)
+            mask = offs < n
+            env = tl.load(env_ptr + offs * env_stride, mask=mask, other=0).to(tl.int64)
+            started = tl.load(started_ptr + offs * started_stride, mask=mask, other=0)
+            started = started.to(tl.int64)
+            in_env = tl.load(columns_ptr + 2 * env, mask=mask, other=0)
+            tl.store(columns_ptr + 2 * env, in_env + started, mask=mask)
+            old_id = tl.load(columns_ptr + 2 * env + 1, mask=mask, other=0)
+            new_id = last + tl.cumsum(started, 0)
+            tl.store(columns_ptr + 2 * env + 1, tl.where(started != 0, new_id, old_id), mask=mask)
+            last += tl.sum(started, 0)
+            start += BLOCK
+        tl.store(last_ptr, last)
+
+    _launch_advance = Launcher(_advance_kernel)
 
 
 @dataclass

@@ -188,21 +188,20 @@ def _launch(
     n: int,
     width: int,
 ) -> None:
-    with philox.on_device(counters[0].device):
-        _launch_draw(
-            triton.cdiv(n * width, _BLOCK),
-            *buffers,
-            plan.keys,
-            plan.meta,
-            plan.params,
-            plan.edges,
-            *philox.launch_counters(*counters),
-            n,
-            width,
-            SCALAR_DRAW=counters[2].ndim == 0,
-            MAX_EDGES=plan.max_edges,  # a kernel per longest choice: they are few and short
-            BLOCK=_BLOCK,
-        )
+    _launch_draw(
+        triton.cdiv(n * width, _BLOCK),
+        *buffers,
+        plan.keys,
+        plan.meta,
+        plan.params,
+        plan.edges,
+        *philox.launch_counters(*counters),
+        n,
+        width,
+        SCALAR_DRAW=counters[2].ndim == 0,
+        MAX_EDGES=plan.max_edges,  # a kernel per longest choice: they are few and short
+        BLOCK=_BLOCK,
+    )
 
 
 if triton is not None:

@@ -20,6 +20,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
@@ -31,6 +32,14 @@ except ImportError:
     triton = None
 
 _INT32 = 2**31
+
+
+def _on(device: torch.device) -> contextlib.AbstractContextManager:
+    """Triton launches on the current device, and switching costs host time, so switch only
+    when ``device`` is another."""
+    if device.index != torch.cuda.current_device():
+        return torch.cuda.device(device)
+    return contextlib.nullcontext()
 
 
 def _hooked() -> bool:
@@ -51,12 +60,20 @@ class Launcher:
 
     def __call__(self, grid: int, *args: Any, **constexprs: Any) -> None:
         """Launch ``grid`` programs with ``args`` (every argument before the constexprs, in the
-        kernel's order) and ``constexprs`` (by name, in the kernel's order)."""
+        kernel's order; the first a tensor on the device to launch on) and ``constexprs`` (by
+        name, in the kernel's order)."""
         if not self._direct:
             self.kernel[(grid,)](*args, **constexprs, **self.options)
             return
+        device = args[0].device
+        with _on(device):
+            self._launch(device, grid, args, constexprs)
+
+    def _launch(
+        self, device: torch.device, grid: int, args: tuple, constexprs: dict[str, Any]
+    ) -> None:
         key = (
-            torch.cuda.current_device(),
+            device.index,
             *constexprs.values(),
             *(
                 (a.dtype, a.data_ptr() % 16 == 0)

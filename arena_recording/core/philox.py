@@ -35,7 +35,6 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import sys
 from collections.abc import Sequence
@@ -323,14 +322,6 @@ def launch_counters(
     )
 
 
-def on_device(device: torch.device) -> contextlib.AbstractContextManager:
-    """Where to launch: Triton launches on the current device, and switching costs host
-    time, so only when ``device`` is another."""
-    if device.type == "cuda" and device.index != torch.cuda.current_device():
-        return torch.cuda.device(device)
-    return contextlib.nullcontext()
-
-
 def _triton_uniforms(
     table: torch.Tensor,
     env_ids: torch.Tensor,
@@ -343,17 +334,16 @@ def _triton_uniforms(
     if total > MAX_ELEMENTS:
         raise ValueError(f"a Triton draw holds at most {MAX_ELEMENTS} values, not {total}")
     out = torch.empty((n, width), dtype=torch.float64, device=env_ids.device)
-    with on_device(env_ids.device):
-        _launch_uniforms(
-            triton.cdiv(total, _BLOCK),
-            out,
-            table,
-            *launch_counters(env_ids, episode_in_env, draw_index),
-            total,
-            width,
-            SCALAR_DRAW=draw_index.ndim == 0,
-            BLOCK=_BLOCK,
-        )
+    _launch_uniforms(
+        triton.cdiv(total, _BLOCK),
+        out,
+        table,
+        *launch_counters(env_ids, episode_in_env, draw_index),
+        total,
+        width,
+        SCALAR_DRAW=draw_index.ndim == 0,
+        BLOCK=_BLOCK,
+    )
     return out
 
 

@@ -1,0 +1,78 @@
+"""``EpisodeIdentity.advance`` on CUDA (one Triton kernel) numbers episodes as its torch ops do:
+checked on any machine in Triton's interpreter, and on CUDA where there is one."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from arena_recording.core import episodes
+from arena_recording.core.episodes import EpisodeIdentity
+
+SCRIPT = textwrap.dedent(
+    """
+    import torch
+    from arena_recording.core import episodes
+    from arena_recording.core.episodes import EpisodeIdentity
+
+    def kernel_advance(identity, env_ids, started):  # the CUDA branch, run on the CPU
+        identity.version += 1
+        started = started.bool()
+        episodes._launch_advance(
+            1, identity.columns, identity._last_id, env_ids, started, env_ids.shape[0],
+            env_ids.stride(0), started.stride(0), BLOCK=episodes._BLOCK,
+        )
+
+    g = torch.Generator().manual_seed(3)
+    want, got = EpisodeIdentity(3000), EpisodeIdentity(3000)
+    for size in (3000, 1, 41, 2500, 700, 3000, 0):  # whole blocks, parts, several blocks
+        env_ids = torch.randperm(3000, generator=g)[:size]
+        started = torch.rand(size, generator=g) < 0.8
+        ids = torch.stack([env_ids, env_ids], 1).to(torch.int32)[:, 0]  # strided, int32
+        want.advance(env_ids, started)
+        kernel_advance(got, ids, started)
+        assert torch.equal(got.columns, want.columns), size
+        assert got._last_id.item() == want._last_id.item(), size
+    print("same identities", int(want._last_id))
+    """
+)
+
+
+@pytest.mark.skipif(episodes.triton is None, reason="needs Triton")
+def test_the_advance_kernel_numbers_episodes_as_the_torch_ops_in_tritons_interpreter():
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0 and "same identities" in done.stdout, done.stderr[-3000:]
+
+
+@pytest.mark.skipif(
+    not torch.cuda.is_available() or episodes.triton is None, reason="needs CUDA and Triton"
+)
+def test_cuda_advance_is_the_cpu_advance_without_host_synchronization():
+    g = torch.Generator().manual_seed(5)
+    cpu, cuda = EpisodeIdentity(5000), EpisodeIdentity(5000, "cuda")
+    batches = []
+    for size in (5000, 50, 1, 3000, 1200, 0, 5000):
+        env_ids = torch.randperm(5000, generator=g)[:size]
+        batches.append((env_ids, torch.rand(size, generator=g) < 0.7))
+    cuda.advance(batches[0][0].cuda(), batches[0][1].cuda())  # compiles
+    cpu.advance(*batches[0])
+    on_device = [(ids.cuda().to(torch.int32), started.cuda()) for ids, started in batches[1:]]
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for ids, started in on_device:
+            cuda.advance(ids, started)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    for ids, started in batches[1:]:
+        cpu.advance(ids, started)
+    assert torch.equal(cuda.columns.cpu(), cpu.columns)
+    assert cuda._last_id.item() == cpu._last_id.item()
