@@ -21,6 +21,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from typing import Any
 
@@ -32,6 +33,7 @@ except ImportError:
     triton = None
 
 _INT32 = 2**31
+log = logging.getLogger(__name__)
 
 
 def _on(device: torch.device) -> contextlib.AbstractContextManager:
@@ -43,9 +45,11 @@ def _on(device: torch.device) -> contextlib.AbstractContextManager:
 
 
 def _hooked() -> bool:
-    """Whether a launch hook is installed (Triton calls it only on its own path)."""
+    """Whether a launch hook is installed (Triton calls it only on its own path); Triton
+    3.4+ keeps its hooks in a chain that is empty when none is."""
     knobs = getattr(triton, "knobs", None)
-    return knobs is not None and knobs.runtime.launch_enter_hook is not None
+    hook = None if knobs is None else knobs.runtime.launch_enter_hook
+    return hook is not None and bool(getattr(hook, "calls", True))
 
 
 class Launcher:
@@ -88,4 +92,13 @@ class Launcher:
             if compiled is not None:
                 self._compiled[key] = compiled
             return
-        compiled[(grid, 1, 1)](*args, *constexprs.values())
+        stream = triton.runtime.driver.active.get_current_stream(device.index)
+        try:  # no launch metadata and no hooks: there are none
+            compiled.run(
+                grid, 1, 1, stream, compiled.function, compiled.packed_metadata, None, None, None,
+                *args, *constexprs.values(),
+            )  # fmt: skip
+        except TypeError as error:  # another Triton's entry point: its own path from now on
+            log.warning("arena-recording: Triton kernels launch through Triton (%s)", error)
+            self._direct = False
+            self.kernel[(grid,)](*args, **constexprs, **self.options)

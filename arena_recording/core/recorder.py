@@ -160,8 +160,8 @@ class EpisodeRecorder:
         capacity = capacity_bytes or _CAPACITY_PER_ENV * max(identity.num_envs, 1024)
         self._log = DeviceLog(device, capacity)
         self._events: list[Any] = []
-        self._stale_cache: tuple[Any, Any, int, torch.Tensor] | None = None
-        # the env ids and stale rows logged by the last draw of this flush: the variations of
+        self._open_cache: tuple[Any, Any, int, tuple[torch.Tensor, torch.Tensor]] | None = None
+        # the env ids and episodes logged by the last draw of this flush: the variations of
         # one reset batch share them, so they are logged once per batch
         self._shared: tuple[Any, Any] | None = None
         self._lock = threading.Lock()
@@ -242,21 +242,22 @@ class EpisodeRecorder:
         values = draw.values.unsqueeze(0) if build else draw.values
         step = draw.draw_index if isinstance(draw.draw_index, int) else None
         checked = not build and draw.episode_in_env is not None
-        stale = self._stale(draw) if checked else None
+        episodes = self._open(draw) if checked else None
         with self._lock:
             key = draw.key
             self._log.append(f"draw:{key}:values", values)
             shared = (
-                stale is not None
+                episodes is not None
                 and self._shared is not None
                 and self._shared[0] is draw.env_ids
-                and self._shared[1] is stale
+                and self._shared[1] is episodes
             )
             if not build and not shared:
                 self._log.append(f"draw:{key}:env", draw.env_ids)
-                if checked:
-                    self._log.append(f"draw:{key}:stale", stale)
-                self._shared = (draw.env_ids, stale)
+                if episodes is not None:
+                    self._log.append(f"draw:{key}:drawn", episodes[0])
+                    self._log.append(f"draw:{key}:open", episodes[1])
+                self._shared = (draw.env_ids, episodes)
             if not build and step is None:
                 steps = torch.as_tensor(draw.draw_index).expand(draw.env_ids.shape[0])
                 self._log.append(f"draw:{key}:step", steps)
@@ -348,12 +349,12 @@ class EpisodeRecorder:
         finally:
             self.writer.close()
 
-    def _stale(self, draw: Draw) -> torch.Tensor:
-        """Per drawn row, the episode it was drawn for where that is not the episode the
-        identity has open in its env, else -1 (on the device, no synchronization). Computed
+    def _open(self, draw: Draw) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per drawn row, the episode drawn for and the episode the identity has open in its
+        env (one gather on the device, no synchronization); the flush compares them. Taken
         once per reset batch: the variations drawn together share their ``env_ids`` and
         ``episode_in_env`` tensors (compared as objects, with the identity's version)."""
-        cached = self._stale_cache
+        cached = self._open_cache
         if (
             cached is not None
             and cached[0] is draw.env_ids
@@ -361,12 +362,14 @@ class EpisodeRecorder:
             and cached[2] == self.identity.version
         ):
             return cached[3]
-        device = self.identity.device
-        drawn = draw.episode_in_env.to(device, torch.int64)
-        open_ = self.identity.episode_in_env.index_select(0, draw.env_ids.to(device))
-        stale = torch.where(drawn != open_, drawn, -1)
-        self._stale_cache = (draw.env_ids, draw.episode_in_env, self.identity.version, stale)
-        return stale
+        identity = self.identity
+        drawn = draw.episode_in_env
+        if drawn.untyped_storage().data_ptr() == identity.columns.untyped_storage().data_ptr():
+            drawn = drawn.clone()  # the identity's own view: the next advance changes it
+        open_ = identity.episode_in_env.index_select(0, draw.env_ids.to(identity.device))
+        episodes = (drawn, open_)
+        self._open_cache = (draw.env_ids, draw.episode_in_env, identity.version, episodes)
+        return episodes
 
     # close-time work ----------------------------------------------------------------------------
 

@@ -281,7 +281,8 @@ class EpisodeWriter:
                 else:
                     env = shared_env = take(prefix + "env", event.rows)
                     if event.checked:
-                        _check_episodes(event.key, env, take(prefix + "stale", event.rows))
+                        drawn = take(prefix + "drawn", event.rows)
+                        _check_episodes(event.key, env, drawn, take(prefix + "open", event.rows))
                 steps = event.step if event.step is not None else take(prefix + "step", event.rows)
                 self._factors[event.key].draw(env, values, steps)
             else:
@@ -474,11 +475,11 @@ def _stack(parts: list[np.ndarray | None], rows: list[int], index: np.ndarray) -
     return np.concatenate(filled)[index]
 
 
-def _check_episodes(key: str, env: np.ndarray, stale: np.ndarray) -> None:
+def _check_episodes(key: str, env: np.ndarray, drawn: np.ndarray, open_: np.ndarray) -> None:
     """A draw for an episode its env does not have open cannot be attributed: stop."""
-    bad = np.flatnonzero(stale >= 0)
+    bad = np.flatnonzero(drawn != open_)
     if len(bad):
-        e, episode = int(env[bad[0]]), int(stale[bad[0]])
+        e, episode = int(env[bad[0]]), int(drawn[bad[0]])
         raise DrawError(
             f"variation {key!r} was drawn for episode {episode} of env {e}, which is not the "
             f"episode open in env {e}; draw with the env's episode_in_env (after "
