@@ -55,7 +55,7 @@ class Kind(enum.IntEnum):
     bernoulli = 5  # u < a (a flag column)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # hashed by identity: a draw looks its plan up by its specs
 class TransformSpec:
     """One sampler's transform as numbers: per component ``(a, b, c, d)``; a choice's edges.
 
