@@ -59,6 +59,13 @@ class Launcher:
         self.kernel = kernel
         self.options = options
         self._compiled: dict[tuple, Any] = {}
+        # positions whose integer values Triton specializes on (a kernel with any such integer
+        # argument always launches through Triton: the key would not tell its kernels apart)
+        self._by_value = {
+            p.num
+            for p in getattr(kernel, "params", ())
+            if not p.is_constexpr and not getattr(p, "do_not_specialize", False)
+        }
         # the interpreter runs kernels in Python: nothing compiled to call again
         self._direct = os.environ.get("TRITON_INTERPRET", "0") in ("", "0")
 
@@ -89,7 +96,9 @@ class Launcher:
         compiled = self._compiled.get(key)
         if compiled is None or _hooked():
             compiled = self.kernel[(grid,)](*args, **constexprs, **self.options)
-            if compiled is not None:
+            if compiled is not None and not any(
+                i in self._by_value for i, a in enumerate(args) if not isinstance(a, torch.Tensor)
+            ):
                 self._compiled[key] = compiled
             return
         stream = triton.runtime.driver.active.get_current_stream(device.index)
