@@ -76,3 +76,21 @@ def test_cuda_advance_is_the_cpu_advance_without_host_synchronization():
         cpu.advance(ids, started)
     assert torch.equal(cuda.columns.cpu(), cpu.columns)
     assert cuda._last_id.item() == cpu._last_id.item()
+
+
+@pytest.mark.skipif(episodes.triton is None, reason="needs Triton")
+def test_an_advance_kernel_that_cannot_run_leaves_numbering_to_the_torch_ops(monkeypatch, caplog):
+    def no_kernel(*args, **kwargs):
+        raise RuntimeError("PTX .version 9.9 does not support .target sm_120")
+
+    monkeypatch.setattr(episodes, "_launch_advance", no_kernel)
+    monkeypatch.setattr(episodes, "_failed", None)
+    identity = EpisodeIdentity(4)
+    ids, started = torch.tensor([1, 3]), torch.tensor([True, True])
+    with caplog.at_level("WARNING"):
+        assert not episodes._kernel_advance(identity, ids, started)
+    assert "episode numbering takes torch ops (RuntimeError: PTX" in caplog.text
+    assert identity.columns.tolist() == [[0, 0], [0, 1], [0, 2], [0, 3]]  # untouched
+    caplog.clear()
+    assert not episodes._kernel_advance(identity, ids, started)
+    assert caplog.text == ""  # said once: later advances do not try the kernel again

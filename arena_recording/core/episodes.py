@@ -14,6 +14,7 @@ Example::
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import torch
@@ -25,6 +26,8 @@ try:
     import triton.language as tl
 except ImportError:  # CUDA advances then take the torch ops
     triton = None
+
+log = logging.getLogger(__name__)
 
 
 class EpisodeIdentity:
@@ -87,19 +90,11 @@ class EpisodeIdentity:
         self.version += 1
         if env_ids.shape[0] == 0:
             return
-        if self.device.type == "cuda" and triton is not None and env_ids.is_cuda:
-            started = started.bool()
-            _launch_advance(
-                1,
-                self.columns,
-                self._last_id,
-                env_ids,
-                started,
-                env_ids.shape[0],
-                env_ids.stride(0),
-                started.stride(0),
-                BLOCK=_BLOCK,
-            )
+        if (
+            self.device.type == "cuda"
+            and env_ids.is_cuda
+            and _kernel_advance(self, env_ids, started)
+        ):
             return
         flags, started = started.bool(), started.to(torch.int64)  # no copy where already so
         self.episode_in_env.index_add_(0, env_ids, started)
@@ -110,6 +105,36 @@ class EpisodeIdentity:
 
 
 _BLOCK = 1024
+_failed: str | None = None  # why the kernel could not run here (then advances take torch ops)
+
+
+def _kernel_advance(
+    identity: EpisodeIdentity, env_ids: torch.Tensor, started: torch.Tensor
+) -> bool:
+    """``advance`` as one kernel launch; False where it cannot run (no Triton, or a kernel that
+    does not build here: said once, and the torch ops number the same episodes)."""
+    global _failed
+    if triton is None or _failed is not None:
+        return False
+    started = started.bool()
+    try:
+        _launch_advance(
+            1,
+            identity.columns,
+            identity._last_id,
+            env_ids,
+            started,
+            env_ids.shape[0],
+            env_ids.stride(0),
+            started.stride(0),
+            BLOCK=_BLOCK,
+        )
+    except Exception as error:  # noqa: BLE001 - a kernel that does not build or launch
+        _failed = f"{type(error).__name__}: {error}"
+        log.warning("arena-recording: episode numbering takes torch ops (%s)", _failed)
+        return False
+    return True
+
 
 if triton is not None:
 

@@ -8,9 +8,9 @@ specialization (which compiles) and then calls the compiled kernel with the same
 
 What Triton specializes on, and so what the cache key holds: the device, the constexprs, each
 tensor's dtype and whether its address is 16-byte aligned, and whether each integer fits in 32
-bits. Integer arguments must be in the kernel's ``do_not_specialize`` (Triton would otherwise
-specialize on their values). With a launch hook installed (a profiler), or under Triton's
-interpreter, every launch takes Triton's own path.
+bits. A kernel with an integer argument outside its ``do_not_specialize`` (Triton specializes
+on such values), a launch hook installed (a profiler) and Triton's interpreter take Triton's
+own path at every launch.
 
 Example::
 
