@@ -1,5 +1,6 @@
-"""``EpisodeIdentity.advance`` on CUDA (one Triton kernel) numbers episodes as its torch ops do:
-checked on any machine in Triton's interpreter, and on CUDA where there is one."""
+"""``EpisodeIdentity.advance`` numbers episodes alike on every path: numpy on the CPU, one Triton
+kernel on CUDA (checked on any machine in Triton's interpreter, and on CUDA where there is
+one), torch ops on a device without the kernel."""
 
 from __future__ import annotations
 
@@ -41,6 +42,20 @@ SCRIPT = textwrap.dedent(
     print("same identities", int(want._last_id))
     """
 )
+
+
+def test_numpy_and_torch_advances_number_episodes_alike():
+    g = torch.Generator().manual_seed(4)
+    numpy_path, torch_path = EpisodeIdentity(300), EpisodeIdentity(300)
+    for size in (300, 7, 1, 150, 0, 300):
+        env_ids = torch.randperm(300, generator=g)[:size]
+        started = torch.rand(size, generator=g) < 0.6
+        numpy_path.advance(env_ids.to(torch.int32), started)  # the CPU path
+        if size:  # (``advance`` returns before any path for an empty batch)
+            torch_path._advance_torch(env_ids, started)  # a device's path without the kernel
+        assert torch.equal(numpy_path.columns, torch_path.columns), size
+        assert numpy_path._last_id.item() == torch_path._last_id.item(), size
+    assert numpy_path.episode_in_env.sum() > 300  # most envs moved on, some several times
 
 
 @pytest.mark.skipif(episodes.triton is None, reason="needs Triton")

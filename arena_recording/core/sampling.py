@@ -223,7 +223,9 @@ class SamplerBase(ABC):
                     f"{self.key}: drawn values of shape {tuple(drawn.shape)} for a draw of "
                     f"shape {(n, *self.shape)}"
                 )
-            values = drawn.to(dtype) if drawn.is_floating_point() else drawn
+            values = drawn  # (``to`` costs a call even when the dtype is already right)
+            if drawn.is_floating_point() and drawn.dtype != dtype:
+                values = drawn.to(dtype)
         if env_ids is None:
             values = values[0]
         return self.emit(Draw(self.key, values, env_ids, Scope(scope), episode_in_env, draw_index))
