@@ -52,6 +52,8 @@ class EpisodeIdentity:
         self.episode_id = self.columns[:, 1]
         self.episode_id.copy_(torch.arange(num_envs, device=self.device))
         self._last_id = torch.tensor(num_envs - 1, dtype=torch.int64, device=self.device)
+        if self.device.type == "cpu":  # numpy views of the same memory (``_advance_numpy``)
+            self._host = (self.columns.numpy(), self._last_id.numpy())
         self.quota: torch.Tensor | None = None
         self.version = 0  # bumped whenever episodes are renumbered: host-side cache keys
         if num_episodes is not None:
@@ -114,7 +116,7 @@ class EpisodeIdentity:
     def _advance_numpy(self, env_ids: np.ndarray, started: np.ndarray) -> None:
         """``advance`` on the CPU, on numpy views of the same memory: a reset batch is a few
         values, and a numpy call costs a fraction of a torch call there."""
-        columns, last = self.columns.numpy(), self._last_id.numpy()
+        columns, last = self._host
         columns[env_ids, 0] += started
         new_ids = np.cumsum(started) + last
         columns[env_ids[started], 1] = new_ids[started]
