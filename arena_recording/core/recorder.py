@@ -269,7 +269,8 @@ class EpisodeRecorder:
     def close(self, end: EpisodeEnd) -> None:
         """Record every episode in ``end`` that took a step (and is within the quota, if any),
         at the next flush; start timing the next ones."""
-        if self._ended(f"{end.env_ids.shape[0]} episode ends"):
+        if self._finished:
+            self._ended(f"{end.env_ids.shape[0]} episode ends")
             return
         if self._thread is not None:
             self._thread.check()
