@@ -4,13 +4,11 @@ one), torch ops on a device without the kernel."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
 import torch
+from conftest import run_in_triton_interpreter
 
 from arena_recording.core import episodes
 from arena_recording.core.episodes import EpisodeIdentity
@@ -60,11 +58,7 @@ def test_numpy_and_torch_advances_number_episodes_alike():
 
 @pytest.mark.skipif(episodes.triton is None, reason="needs Triton")
 def test_the_advance_kernel_numbers_episodes_as_the_torch_ops_in_tritons_interpreter():
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    done = subprocess.run(
-        [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0 and "same identities" in done.stdout, done.stderr[-3000:]
+    assert "same identities" in run_in_triton_interpreter(SCRIPT)
 
 
 @pytest.mark.skipif(

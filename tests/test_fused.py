@@ -4,13 +4,11 @@ kernel's arithmetic on the CPU, and on CUDA where there is one."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
 import torch
+from conftest import run_in_triton_interpreter
 
 from arena_recording.core import fused, philox
 
@@ -69,11 +67,7 @@ SCRIPT = textwrap.dedent(
 
 @pytest.mark.skipif(philox.triton is None, reason="needs Triton")
 def test_fused_kernel_computes_the_transforms_in_tritons_interpreter():
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    done = subprocess.run(
-        [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0 and "same values" in done.stdout, done.stderr[-3000:]
+    assert "same values" in run_in_triton_interpreter(SCRIPT)
 
 
 def test_fused_draws_only_on_cuda_in_float32_or_float64():

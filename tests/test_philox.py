@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
 import torch
+from conftest import run_in_triton_interpreter
 
 from arena_recording.core import philox
 from arena_recording.core.philox import (
@@ -276,11 +274,7 @@ def test_triton_kernel_gives_the_numpy_bits_in_tritons_interpreter():
         print("same bits")
         """
     )
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    done = subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0 and "same bits" in done.stdout, done.stderr
+    assert "same bits" in run_in_triton_interpreter(script)
 
 
 @needs_triton_on_cuda

@@ -72,7 +72,6 @@ def _splitmix64(x: int) -> int:
 
 
 @functools.lru_cache(maxsize=1024)
-@functools.lru_cache(maxsize=4096)  # a draw derives each of its keys: a few µs each in Python
 def derive_key(seed: int, key_hash: int) -> int:
     """The 64-bit Philox key of one variation in one run (seed and key hash taken mod 2**64).
 
