@@ -110,12 +110,13 @@ def batch_uniforms(
 
     Arguments are ``sample``'s; entry ``i`` is a float64 view of shape ``(n, *samplers[i].shape)``
     (``n = 1`` for a build-time draw, ``env_ids=None``), bit-identical to ``counter_uniforms``
-    of that sampler. Pass it back as ``samplers[i].sample(..., uniforms=entry)``.
+    of that sampler. A built-in sampler's ``transform`` maps them to its exact values
+    (``batch_draw`` does both, and its values go back through ``sample(..., drawn=...)``).
 
     Example::
 
         u_mass, u_pos = batch_uniforms([mass, pos], env_ids, seed=7, episode_in_env=episodes)
-        masses = mass.sample(env_ids, seed=7, episode_in_env=episodes, uniforms=u_mass)
+        masses = mass.transform(u_mass)
     """
     ids, episodes = _counters(env_ids, episode_in_env, device)
     if not samplers:
